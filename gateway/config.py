@@ -1,0 +1,317 @@
+"""YAML configuration: environment interpolation, typed validation, precise errors.
+
+The file is composed into YAML nodes first so that every key keeps its line; pydantic
+then validates the structure and each step's options, and every error it reports is
+mapped back to ``file:line: key: what was expected``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+
+from gateway.errors import ConfigError
+from gateway.registry import Registry
+from gateway.step import Step, StepOptions
+from gateway.storage import Storage, StorageOptions
+
+FLOWS = ("login", "phone", "phone_oneshot", "userinfo")
+DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "config" / "gateway.yaml"
+
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+Path_ = tuple[str | int, ...]
+RawStep = str | dict[str, dict[str, Any] | None]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ServerConfig(_Strict):
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+    log_format: Literal["console", "json"] = "console"
+    max_body_bytes: int = Field(64 * 1024, ge=1024)
+
+
+class StorageConfig(_Strict):
+    plugin: str = "memory"
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class AppConfig(_Strict):
+    name: str = ""
+    appid: str = Field(min_length=3, max_length=64)
+    secret: SecretStr
+    upstream: str = "sandbox"
+    timeout: float = Field(5.0, gt=0, le=60)
+    pipelines: dict[Literal["login", "phone", "phone_oneshot", "userinfo"], list[RawStep]] = Field(default_factory=dict)
+
+    @field_validator("secret")
+    @classmethod
+    def _secret_present(cls, value: SecretStr) -> SecretStr:
+        if not value.get_secret_value().strip():
+            raise ValueError("the app secret is empty; set it (e.g. secret: ${MY_APP_SECRET})")
+        return value
+
+    @field_validator("upstream")
+    @classmethod
+    def _upstream_shape(cls, value: str) -> str:
+        if value == "sandbox" or re.match(r"^https?://[^/\s]+(/\S*)?$", value):
+            return value.rstrip("/")
+        raise ValueError("expected 'sandbox' or a base URL such as https://api.weixin.qq.com")
+
+    @property
+    def uses_sandbox(self) -> bool:
+        return self.upstream == "sandbox"
+
+
+class _FileModel(_Strict):
+    server: ServerConfig = Field(default_factory=ServerConfig)
+    storage: StorageConfig = Field(default_factory=StorageConfig)
+    pipelines: dict[Literal["login", "phone", "phone_oneshot", "userinfo"], list[RawStep]] = Field(default_factory=dict)
+    apps: dict[str, AppConfig] = Field(min_length=1)
+
+    @field_validator("apps")
+    @classmethod
+    def _app_names(cls, apps: dict[str, AppConfig]) -> dict[str, AppConfig]:
+        for name in apps:
+            if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", name):
+                raise ValueError(f"app name {name!r} must be 1-64 letters, digits, '_' or '-'")
+        return apps
+
+
+@dataclass(frozen=True, slots=True)
+class ResolvedStep:
+    name: str
+    cls: type[Step[Any]]
+    options: StepOptions
+    where: str
+
+
+@dataclass(frozen=True)
+class Config:
+    path: str
+    digest: str
+    server: ServerConfig
+    storage_cls: type[Storage]
+    storage_options: StorageOptions
+    apps: Mapping[str, AppConfig]
+    flows: Mapping[str, Mapping[str, tuple[ResolvedStep, ...]]]
+
+    @property
+    def uses_sandbox(self) -> bool:
+        return any(app.uses_sandbox for app in self.apps.values())
+
+
+# --- YAML with lines ------------------------------------------------------------------
+
+
+class _Document:
+    """The YAML as plain Python values, plus the line of every key and item."""
+
+    def __init__(self, text: str, file: str, env: Mapping[str, str]) -> None:
+        self.file = file
+        self.env = env
+        self.marks: dict[Path_, tuple[int, int]] = {}
+        loader = yaml.SafeLoader(text)
+        try:
+            node = loader.get_single_node()
+            self.value: Any = {} if node is None else self._walk(loader, node, ())
+        except yaml.MarkedYAMLError as exc:
+            mark = exc.problem_mark or exc.context_mark
+            where = f"{file}:{mark.line + 1}:{mark.column + 1}" if mark else file
+            raise ConfigError(f"{where}: not valid YAML: {exc.problem or exc}") from None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{file}: not valid YAML: {exc}") from None
+        finally:
+            loader.dispose()
+
+    def _walk(self, loader: yaml.SafeLoader, node: yaml.Node, path: Path_) -> Any:
+        self.marks.setdefault(path, (node.start_mark.line + 1, node.start_mark.column + 1))
+        if isinstance(node, yaml.MappingNode):
+            loader.flatten_mapping(node)
+            result: dict[Any, Any] = {}
+            for key_node, value_node in node.value:
+                key = loader.construct_object(key_node, deep=True)
+                if not isinstance(key, str | int):
+                    raise self.error(path, f"keys must be strings, got {type(key).__name__}")
+                key_path = (*path, key)
+                if key in result:
+                    self.marks[key_path] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
+                    raise self.error(key_path, "duplicate key")
+                self.marks[key_path] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
+                result[key] = self._walk(loader, value_node, key_path)
+            return result
+        if isinstance(node, yaml.SequenceNode):
+            return [self._walk(loader, item, (*path, i)) for i, item in enumerate(node.value)]
+        value = loader.construct_object(node, deep=True)
+        if isinstance(value, str):
+            value = self._interpolate(value, path)
+        return value
+
+    def _interpolate(self, value: str, path: Path_) -> str:
+        def substitute(match: re.Match[str]) -> str:
+            name, default = match.group(1), match.group(2)
+            if name in self.env:
+                return self.env[name]
+            if default is not None:
+                return default
+            raise self.error(
+                path,
+                f"environment variable {name} is not set (write ${{{name}:-default}} to give a default)",
+            )
+
+        return _ENV_REF.sub(substitute, value)
+
+    def line_of(self, path: Path_) -> str:
+        for end in range(len(path), -1, -1):
+            mark = self.marks.get(tuple(path[:end]))
+            if mark is not None:
+                return f"{self.file}:{mark[0]}"
+        return self.file
+
+    def error(self, path: Path_, message: str) -> ConfigError:
+        return ConfigError(f"{self.line_of(path)}: {_dotted(path) or '(top level)'}: {message}")
+
+
+def _dotted(path: Path_) -> str:
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _describe(err: Mapping[str, Any], model: type[BaseModel] | None, loc: Path_) -> str:
+    kind = err.get("type", "")
+    if kind == "extra_forbidden":
+        allowed = sorted(model.model_fields) if model is not None else []
+        hint = f"; expected one of: {', '.join(allowed)}" if allowed else ""
+        return f"unknown key {loc[-1]!r}{hint}"
+    if kind == "missing":
+        return "required key is missing"
+    msg = str(err.get("msg", "invalid value"))
+    msg = msg.removeprefix("Value error, ")
+    if "input" in err and kind not in ("model_type", "dict_type", "list_type"):
+        got = err["input"]
+        if not isinstance(got, dict | list):
+            return f"{msg} (got {got!r})"
+    return msg
+
+
+def _model_at(root: type[BaseModel], loc: Path_) -> type[BaseModel] | None:
+    """The model that owns the last key of ``loc``, to list the keys it allows."""
+    if root is _FileModel and len(loc) > 1:
+        if loc[0] == "apps":
+            return AppConfig if len(loc) == 3 else None
+        sections: dict[str, type[BaseModel]] = {"server": ServerConfig, "storage": StorageConfig}
+        section = sections.get(str(loc[0]))
+        return section if len(loc) == 2 else None
+    return root if len(loc) == 1 else None
+
+
+def _validation_error(doc: _Document, exc: ValidationError, base: Path_, model: type[BaseModel]) -> ConfigError:
+    lines = []
+    for err in exc.errors():
+        # pydantic adds the union member ('str', 'dict[...]') to the loc; drop those
+        loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and ("[" in p or p == "str")))
+        full = (*base, *loc)
+        owner = _model_at(model, loc) if loc else model
+        lines.append(f"{doc.line_of(full)}: {_dotted(full) or '(top level)'}: {_describe(err, owner, loc)}")
+    return ConfigError("\n".join(lines))
+
+
+# --- loading --------------------------------------------------------------------------
+
+
+def load_config(
+    path: str | os.PathLike[str] = DEFAULT_CONFIG,
+    registry: Registry | None = None,
+    env: Mapping[str, str] | None = None,
+) -> Config:
+    file = str(path)
+    try:
+        text = Path(file).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{file}: cannot read the configuration: {exc.strerror}") from None
+    return parse_config(text, file, registry, env)
+
+
+def parse_config(
+    text: str,
+    file: str = "<config>",
+    registry: Registry | None = None,
+    env: Mapping[str, str] | None = None,
+) -> Config:
+    registry = registry if registry is not None else Registry.discover()
+    doc = _Document(text, file, os.environ if env is None else env)
+    if not isinstance(doc.value, dict):
+        raise doc.error((), "the configuration must be a mapping with 'apps:' (and usually 'pipelines:')")
+    try:
+        model = _FileModel.model_validate(doc.value)
+    except ValidationError as exc:
+        raise _validation_error(doc, exc, (), _FileModel) from None
+
+    storage_cls = registry.storages.get(model.storage.plugin)
+    if storage_cls is None:
+        known = ", ".join(sorted(registry.storages)) or "none installed"
+        raise doc.error(("storage", "plugin"), f"unknown storage {model.storage.plugin!r}; known: {known}")
+    try:
+        storage_options = storage_cls.Options.model_validate(model.storage.options)
+    except ValidationError as exc:
+        raise _validation_error(doc, exc, ("storage", "options"), storage_cls.Options) from None
+
+    apps: dict[str, AppConfig] = {}
+    flows: dict[str, dict[str, tuple[ResolvedStep, ...]]] = {}
+    shared = {flow: _resolve_flow(doc, registry, ("pipelines", flow), steps) for flow, steps in model.pipelines.items()}
+    for name, app in model.apps.items():
+        apps[name] = app.model_copy(update={"name": name})
+        app_flows: dict[str, tuple[ResolvedStep, ...]] = dict(shared)
+        for flow, steps in app.pipelines.items():
+            app_flows[flow] = _resolve_flow(doc, registry, ("apps", name, "pipelines", flow), steps)
+        flows[name] = app_flows
+
+    return Config(
+        path=file,
+        digest=hashlib.sha256(text.encode("utf-8")).hexdigest()[:16],
+        server=model.server,
+        storage_cls=storage_cls,
+        storage_options=storage_options,
+        apps=apps,
+        flows=flows,
+    )
+
+
+def _resolve_flow(doc: _Document, registry: Registry, path: Path_, steps: list[RawStep]) -> tuple[ResolvedStep, ...]:
+    resolved = []
+    for i, raw in enumerate(steps):
+        item_path = (*path, i)
+        if isinstance(raw, str):
+            name, options = raw, {}
+        elif len(raw) == 1:
+            name, value = next(iter(raw.items()))
+            options = value or {}
+        else:
+            raise doc.error(item_path, "a step is a name or a mapping of one name to its options")
+        cls = registry.steps.get(name)
+        if cls is None:
+            known = ", ".join(sorted(registry.steps))
+            raise doc.error(
+                item_path if isinstance(raw, str) else (*item_path, name),
+                f"unknown step {name!r}; known steps: {known}",
+            )
+        try:
+            validated = cls.Options.model_validate(options)
+        except ValidationError as exc:
+            raise _validation_error(doc, exc, (*item_path, name), cls.Options) from None
+        resolved.append(ResolvedStep(name=name, cls=cls, options=validated, where=doc.line_of(item_path)))
+    return tuple(resolved)

@@ -1,0 +1,59 @@
+"""The per-request context that flows through a pipeline's steps."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from gateway.secret import Secret
+
+if TYPE_CHECKING:
+    import structlog
+
+    from gateway.config import AppConfig
+    from gateway.storage import Storage
+    from gateway.wechat.client import WeChatClient
+
+
+@dataclass(slots=True)
+class Session:
+    """Who the request is for, once code2session or check_session has run."""
+
+    openid: str
+    unionid: str | None
+    session_key: Secret
+    previous_session_key: Secret | None = None
+
+
+@dataclass(slots=True)
+class Context:
+    """What a step may read and enrich.
+
+    ``fields`` are the request's string fields (query, form or JSON, merged);
+    ``token`` is the bearer token if one was sent. Steps put decrypted open data in
+    ``data`` and the client's answer in ``response``; ``state`` is free space for
+    plugins (namespace your keys). ``timings`` is filled by the engine.
+    """
+
+    app: AppConfig
+    flow: str
+    fields: Mapping[str, str]
+    token: str | None
+    wechat: WeChatClient
+    storage: Storage
+    log: structlog.typing.FilteringBoundLogger
+    request_id: str
+    client_ip: str = ""
+    session: Session | None = None
+    data: dict[str, Any] = field(default_factory=dict)
+    response: dict[str, Any] = field(default_factory=dict)
+    state: dict[str, Any] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def require_session(self) -> Session:
+        from gateway.errors import Unauthorized
+
+        if self.session is None:
+            raise Unauthorized(log_detail="a step needing a session ran before any session step")
+        return self.session

@@ -1,0 +1,224 @@
+"""HTTP handlers: request -> Context -> pipeline -> JSON; the one error body."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+import uuid
+from typing import Any
+
+import tornado.web
+
+from gateway.context import Context
+from gateway.errors import (
+    BodyTooLarge,
+    FlowNotConfigured,
+    GatewayError,
+    InvalidField,
+    InvalidJSON,
+    MethodNotAllowed,
+    NotFound,
+    StepFailed,
+    Unauthorized,
+    UnknownApp,
+)
+from gateway.logs import get_logger
+from gateway.runtime import Gateway
+
+# Fields the built-in flows read: they must be strings when present.
+STRING_FIELDS = frozenset({"code", "encryptedData", "iv", "rawData", "signature", "cloudID"})
+# Never sent to a client, whatever a step put in the response.
+FORBIDDEN_RESPONSE_KEYS = frozenset({"session_key", "sessionKey", "previous_session_key", "secret", "access_token"})
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+
+access_log = get_logger("wxgate.access")
+
+
+class JSONHandler(tornado.web.RequestHandler):
+    """Base: request id, JSON answers, the one error body, one access event."""
+
+    gateway: Gateway
+
+    def initialize(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+        self.started = time.perf_counter()
+        self.app_name = ""
+        self.flow = ""
+        self.error: GatewayError | None = None
+        self.ctx: Context | None = None
+
+    def prepare(self) -> None:
+        given = self.request.headers.get("X-Request-Id", "")
+        self.request_id = given if _REQUEST_ID.match(given) else uuid.uuid4().hex
+        self.set_header("X-Request-Id", self.request_id)
+        limit = self.gateway.config.server.max_body_bytes
+        if len(self.request.body or b"") > limit:
+            raise BodyTooLarge(f"The request body is over {limit} bytes.")
+
+    def check_xsrf_cookie(self) -> None:  # a JSON API for mini programs, not browser forms
+        pass
+
+    def write_json(self, payload: dict[str, Any], status: int = 200) -> None:
+        self.set_status(status)
+        self.set_header("Content-Type", "application/json; charset=utf-8")
+        self.set_header("Cache-Control", "no-store")
+        self.finish(json.dumps(payload, ensure_ascii=False, separators=(",", ":")))
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        exc = kwargs.get("exc_info", (None, None, None))[1]
+        self.error = _as_gateway_error(exc, status_code)
+        self.set_header("X-Request-Id", getattr(self, "request_id", ""))
+        if self.error.client_retry_after is not None:
+            self.set_header("Retry-After", str(self.error.client_retry_after))
+        self.write_json(self.error.body(), self.error.status)
+
+    def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
+        # Tornado's version logs the full URI, whose query may carry codes and data.
+        if isinstance(value, GatewayError | tornado.web.HTTPError):
+            return
+        get_logger("wxgate").error(
+            "unhandled_exception", request_id=getattr(self, "request_id", ""), exc_info=(typ, value, tb)
+        )
+
+    def on_finish(self) -> None:
+        event: dict[str, Any] = {
+            "request_id": getattr(self, "request_id", ""),
+            "method": self.request.method,
+            "path": self.request.path,
+            "status": self.get_status(),
+            "duration_ms": round((time.perf_counter() - self.started) * 1000.0, 3),
+            "client_ip": self.request.remote_ip,
+        }
+        if self.app_name:
+            event["app"] = self.app_name
+        if self.flow:
+            event["flow"] = self.flow
+        if self.ctx is not None:
+            event["steps"] = self.ctx.timings
+            if self.ctx.session is not None:
+                event["openid"] = self.ctx.session.openid
+        if self.error is not None:
+            event["error"] = self.error.code
+            if self.error.log_detail:
+                event["detail"] = self.error.log_detail
+        access_log.info("request", **event)
+
+
+class FlowHandler(JSONHandler):
+    """``/v1/{app}/{login|phone|userinfo}``: runs the app's pipeline for the flow."""
+
+    async def get(self, app_name: str, endpoint: str) -> None:
+        if app_name not in self.gateway.apps:
+            raise UnknownApp()
+        if endpoint != "phone":
+            raise MethodNotAllowed(hint="Only /v1/{app}/phone accepts GET (the one-shot flow).")
+        await self.run_flow(app_name, endpoint)
+
+    async def post(self, app_name: str, endpoint: str) -> None:
+        await self.run_flow(app_name, endpoint)
+
+    async def run_flow(self, app_name: str, endpoint: str) -> None:
+        self.app_name = app_name
+        app = self.gateway.apps.get(app_name)
+        if app is None:
+            raise UnknownApp()
+        fields = self.parse_fields()
+        token = self.bearer_token()
+        self.flow = self.choose_flow(endpoint, token, fields)
+        pipeline = app.pipelines.get(self.flow)
+        if pipeline is None:
+            raise FlowNotConfigured(f"The flow {self.flow!r} is not configured for app {app_name!r}.")
+        self.ctx = ctx = Context(
+            app=app.config,
+            flow=self.flow,
+            fields=fields,
+            token=token,
+            wechat=app.wechat,
+            storage=self.gateway.storage,
+            log=access_log.bind(request_id=self.request_id, app=app_name, flow=self.flow),
+            request_id=self.request_id,
+            client_ip=self.request.remote_ip or "",
+        )
+        await pipeline.run(ctx)
+        response = {k: v for k, v in ctx.response.items() if k not in FORBIDDEN_RESPONSE_KEYS}
+        self.write_json(response)
+
+    @staticmethod
+    def choose_flow(endpoint: str, token: str | None, fields: dict[str, str]) -> str:
+        if endpoint != "phone" or token is not None:
+            return endpoint
+        if "code" in fields:
+            return "phone_oneshot"
+        raise Unauthorized(
+            hint="Send 'Authorization: Bearer <token>' from /v1/{app}/login, or a fresh wx.login "
+            "'code' with encryptedData and iv for the one-shot call."
+        )
+
+    def bearer_token(self) -> str | None:
+        header = self.request.headers.get("Authorization")
+        if header is None:
+            return None
+        scheme, _, token = header.partition(" ")
+        token = token.strip()
+        if scheme.lower() != "bearer" or not token:
+            raise Unauthorized("The Authorization header must be 'Bearer <token>'.")
+        return token
+
+    def parse_fields(self) -> dict[str, str]:
+        """Query, then form or JSON body fields (the body wins); string values only."""
+        fields: dict[str, str] = {}
+        for name, values in self.request.query_arguments.items():
+            fields[name] = _text(name, values[-1])
+        body = self.request.body or b""
+        content_type = self.request.headers.get("Content-Type", "").split(";")[0].strip().lower()
+        # curl -d sends JSON labelled as a form; a form body never starts with '{'.
+        looks_json = body.lstrip()[:1] == b"{"
+        if content_type in ("application/x-www-form-urlencoded", "multipart/form-data") and not looks_json:
+            for name, values in self.request.body_arguments.items():
+                fields[name] = _text(name, values[-1])
+        elif body.strip():
+            try:
+                obj = json.loads(body)
+            except (ValueError, RecursionError):
+                raise InvalidJSON(log_detail="body does not parse as JSON") from None
+            if not isinstance(obj, dict):
+                raise InvalidJSON()
+            for name, value in obj.items():
+                if isinstance(value, str):
+                    fields[name] = value
+                elif name in STRING_FIELDS and value is not None:
+                    raise InvalidField(f"{name} must be a string.")
+        return fields
+
+
+def _as_gateway_error(exc: BaseException | None, status_code: int) -> GatewayError:
+    if isinstance(exc, GatewayError):
+        return exc
+    # Tornado's own HTTPErrors (bad method, malformed request) still get our body.
+    if status_code == 405:
+        return MethodNotAllowed()
+    if status_code == 404:
+        return NotFound()
+    if 400 <= status_code < 500:
+        detail = exc.log_message if isinstance(exc, tornado.web.HTTPError) else None
+        return InvalidField(log_detail=detail)
+    return StepFailed(log_detail=f"unhandled {type(exc).__name__}" if exc else f"status {status_code}")
+
+
+def _text(name: str, raw: bytes) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InvalidField(f"{name} is not valid UTF-8.") from None
+
+
+class NotFoundHandler(JSONHandler):
+    def prepare(self) -> None:
+        super().prepare()
+        raise NotFound()
+
+
+class HealthHandler(JSONHandler):
+    def get(self) -> None:
+        self.write_json({"status": "ok", "config": self.gateway.config.digest})

@@ -1,0 +1,90 @@
+"""Finds steps and storages through entry points and checks them before use.
+
+Built-in plugins are registered in ``setup.cfg`` under the same entry-point groups a
+third-party package uses (``wxgate.steps``, ``wxgate.storages``): there is no private
+back door. A plugin that does not declare what the interface requires is refused
+with an error naming its distribution.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from importlib.metadata import EntryPoint, entry_points
+from typing import Any
+
+from pydantic import BaseModel
+
+from gateway.step import STEP_API_VERSION, Step
+from gateway.storage import STORAGE_API_VERSION, Storage
+
+STEP_GROUP = "wxgate.steps"
+STORAGE_GROUP = "wxgate.storages"
+
+
+class PluginError(Exception):
+    """A plugin could not be loaded or does not fit the interface."""
+
+
+def _origin(ep: EntryPoint | None) -> str:
+    if ep is None:
+        return "registered in code"
+    dist = ep.dist.name if ep.dist is not None else "unknown distribution"
+    return f"entry point {ep.group}:{ep.name} = {ep.value} (distribution {dist})"
+
+
+def _check(kind: str, base: type[Any], api_version: int, obj: Any, name: str, ep: EntryPoint | None) -> None:
+    where = _origin(ep)
+    if not (inspect.isclass(obj) and issubclass(obj, base)):
+        raise PluginError(f"{kind} {name!r} from {where} is not a subclass of {base.__module__}.{base.__name__}")
+    declared = getattr(obj, "name", None)
+    if declared != name:
+        raise PluginError(f"{kind} {name!r} from {where} declares name {declared!r}; they must be equal")
+    version = getattr(obj, "version", None)
+    if not isinstance(version, str) or not version:
+        raise PluginError(f"{kind} {name!r} from {where} declares no version string")
+    options = getattr(obj, "Options", None)
+    if not (inspect.isclass(options) and issubclass(options, BaseModel)):
+        raise PluginError(f"{kind} {name!r} from {where} declares no pydantic Options model")
+    declared_api = getattr(obj, "api_version", None)
+    if declared_api != api_version:
+        raise PluginError(
+            f"{kind} {name!r} from {where} targets interface version {declared_api}; "
+            f"this wxgate provides version {api_version}"
+        )
+
+
+@dataclass
+class Registry:
+    steps: dict[str, type[Step[Any]]] = field(default_factory=dict)
+    storages: dict[str, type[Storage]] = field(default_factory=dict)
+
+    def add_step(self, cls: type[Step[Any]], ep: EntryPoint | None = None) -> None:
+        name = ep.name if ep is not None else getattr(cls, "name", "?")
+        _check("step", Step, STEP_API_VERSION, cls, name, ep)
+        self.steps[name] = cls
+
+    def add_storage(self, cls: type[Storage], ep: EntryPoint | None = None) -> None:
+        name = ep.name if ep is not None else getattr(cls, "name", "?")
+        _check("storage", Storage, STORAGE_API_VERSION, cls, name, ep)
+        self.storages[name] = cls
+
+    @classmethod
+    def discover(cls, extra_steps: Mapping[str, type[Step[Any]]] | None = None) -> Registry:
+        """Load every installed step and storage; ``extra_steps`` lets tests add their own."""
+        registry = cls()
+        for ep in entry_points(group=STEP_GROUP):
+            registry.add_step(_load(ep), ep)
+        for ep in entry_points(group=STORAGE_GROUP):
+            registry.add_storage(_load(ep), ep)
+        for step in (extra_steps or {}).values():
+            registry.add_step(step)
+        return registry
+
+
+def _load(ep: EntryPoint) -> Any:
+    try:
+        return ep.load()
+    except Exception as exc:  # a broken plugin must say which one it is
+        raise PluginError(f"cannot load {_origin(ep)}: {type(exc).__name__}: {exc}") from exc

@@ -1,0 +1,58 @@
+"""The running gateway: storage, per-app WeChat clients and pipelines, built once."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from tornado.httpclient import AsyncHTTPClient
+
+from gateway.config import AppConfig, Config
+from gateway.pipeline import Pipeline
+from gateway.sandbox import SandboxApp, SandboxWorld
+from gateway.storage import Storage
+from gateway.wechat.client import WeChatClient
+
+SANDBOX_UPSTREAM_PATH = "/_sandbox/upstream"
+
+
+@dataclass(frozen=True, slots=True)
+class AppRuntime:
+    config: AppConfig
+    wechat: WeChatClient
+    pipelines: Mapping[str, Pipeline]
+
+
+class Gateway:
+    """Everything a request needs, built from one :class:`Config`.
+
+    ``self_url`` is where this gateway itself listens (``http://127.0.0.1:PORT``):
+    apps with ``upstream: sandbox`` call the sandbox mounted there, over real HTTP.
+    """
+
+    def __init__(self, config: Config, self_url: str, http: AsyncHTTPClient | None = None) -> None:
+        self.config = config
+        self.storage: Storage = config.storage_cls(config.storage_options)
+        self.sandbox: SandboxWorld | None = None
+        if config.uses_sandbox:
+            self.sandbox = SandboxWorld(
+                apps=[
+                    SandboxApp(app.name, app.appid, app.secret.get_secret_value())
+                    for app in config.apps.values()
+                    if app.uses_sandbox
+                ]
+            )
+        self.apps: dict[str, AppRuntime] = {}
+        for name, app in config.apps.items():
+            base = self_url.rstrip("/") + SANDBOX_UPSTREAM_PATH if app.uses_sandbox else app.upstream
+            self.apps[name] = AppRuntime(
+                config=app,
+                wechat=WeChatClient(app, base, http),
+                pipelines={flow: Pipeline.build(flow, steps) for flow, steps in config.flows[name].items()},
+            )
+
+    async def start(self) -> None:
+        await self.storage.start()
+
+    async def close(self) -> None:
+        await self.storage.close()

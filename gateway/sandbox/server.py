@@ -1,0 +1,254 @@
+"""HTTP handlers of the sandbox: WeChat's API (upstream) and the device simulator.
+
+Upstream handlers answer like WeChat: HTTP 200 with ``errcode``/``errmsg`` on
+failure. Device handlers play the phone: ``wx.login`` and ``getPhoneNumber`` as the
+mini program's base library would return them, encrypted with real AES.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import tornado.routing
+import tornado.web
+
+from gateway.sandbox.world import Fault, SandboxApp, SandboxWorld, SimUser, version_below
+from gateway.wechat import crypto
+
+MASKED_BELOW = (1, 9, 1)
+
+
+class _SandboxHandler(tornado.web.RequestHandler):
+    world: SandboxWorld
+
+    def initialize(self, world: SandboxWorld) -> None:
+        self.world = world
+
+    def check_xsrf_cookie(self) -> None:  # an API, not a browser form
+        pass
+
+    def json_body(self) -> dict[str, Any]:
+        if not self.request.body:
+            return {}
+        try:
+            body = json.loads(self.request.body)
+        except ValueError:
+            raise tornado.web.HTTPError(400, reason="body is not JSON") from None
+        if not isinstance(body, dict):
+            raise tornado.web.HTTPError(400, reason="body is not a JSON object")
+        return body
+
+    def answer(self, payload: dict[str, Any], status: int = 200) -> None:
+        self.set_status(status)
+        self.set_header("Content-Type", "application/json; charset=utf-8")
+        self.finish(json.dumps(payload, ensure_ascii=False))
+
+
+# --- upstream: WeChat's server API --------------------------------------------------
+
+
+class _UpstreamHandler(_SandboxHandler):
+    api = ""
+
+    async def prepare(self) -> None:
+        fault = self.world.faults.get(self.api)
+        if fault is None or fault.count <= 0:
+            return
+        fault.count -= 1
+        if fault.delay:
+            await asyncio.sleep(fault.delay)
+        if fault.status is not None:
+            self.set_status(fault.status)
+            self.finish("sandbox fault")
+        elif fault.errcode is not None:
+            self.errcode(fault.errcode, "sandbox fault")
+
+    def errcode(self, code: int, message: str) -> None:
+        self.answer({"errcode": code, "errmsg": message})
+
+    def token_app(self) -> SandboxApp | None:
+        app = self.world.token_app(self.get_query_argument("access_token", ""))
+        if app is None:
+            self.errcode(40001, "invalid credential, access_token is invalid or not latest")
+        return app
+
+
+class Code2SessionHandler(_UpstreamHandler):
+    api = "jscode2session"
+
+    def get(self) -> None:
+        app = self.world.app(self.get_query_argument("appid", ""))
+        if app is None:
+            return self.errcode(40013, "invalid appid")
+        if not crypto.constant_time_equal(self.get_query_argument("secret", ""), app.secret):
+            return self.errcode(40125, "invalid appsecret")
+        if self.get_query_argument("grant_type", "") != "authorization_code":
+            return self.errcode(40002, "invalid grant_type")
+        result = self.world.redeem(self.world.login_codes, app.appid, self.get_query_argument("js_code", ""))
+        if isinstance(result, int):
+            return self.errcode(result, "invalid code" if result == 40029 else "code been used")
+        self.answer({"openid": result.openid, "session_key": result.session_key, "unionid": result.unionid})
+
+
+class StableTokenHandler(_UpstreamHandler):
+    api = "stable_token"
+
+    def post(self) -> None:
+        body = self.json_body()
+        app = self.world.app(str(body.get("appid", "")))
+        if app is None:
+            return self.errcode(40013, "invalid appid")
+        if not crypto.constant_time_equal(str(body.get("secret", "")), app.secret):
+            return self.errcode(40125, "invalid appsecret")
+        if body.get("grant_type") != "client_credential":
+            return self.errcode(40002, "invalid grant_type")
+        token, expires_in = self.world.issue_token(app.appid, bool(body.get("force_refresh")))
+        self.answer({"access_token": token, "expires_in": expires_in})
+
+
+class PhoneNumberHandler(_UpstreamHandler):
+    api = "getuserphonenumber"
+
+    def post(self) -> None:
+        app = self.token_app()
+        if app is None:
+            return
+        body = self.json_body()
+        result = self.world.redeem(self.world.phone_codes, app.appid, str(body.get("code", "")))
+        if isinstance(result, int):
+            return self.errcode(40029, "invalid code")
+        if "openid" in body and body["openid"] != result.openid:
+            return self.errcode(40029, "invalid code")
+        info = self.world.phone_payload(result, masked=False)
+        self.answer({"errcode": 0, "errmsg": "ok", "phone_info": info})
+
+
+class CheckSessionHandler(_UpstreamHandler):
+    api = "checksession"
+
+    def get(self) -> None:
+        app = self.token_app()
+        if app is None:
+            return
+        if self.get_query_argument("sig_method", "") != "hmac_sha256":
+            return self.errcode(87008, "invalid sig_method")
+        openid = self.get_query_argument("openid", "")
+        sim = next((u for u in self.world.users.values() if u.openid == openid and u.app == app), None)
+        signature = self.get_query_argument("signature", "")
+        if sim is None or not crypto.constant_time_equal(signature, crypto.checksession_signature(sim.session_key)):
+            return self.errcode(87009, "invalid signature")
+        self.answer({"errcode": 0, "errmsg": "ok"})
+
+
+class FaultsHandler(_SandboxHandler):
+    """POST {"api", "errcode"?, "status"?, "delay"?, "count"?} arms a fault; DELETE clears all."""
+
+    def post(self) -> None:
+        body = self.json_body()
+        api = body.pop("api", None)
+        if not isinstance(api, str):
+            raise tornado.web.HTTPError(400, reason="api is required")
+        try:
+            self.world.faults[api] = Fault(**body)
+        except TypeError as exc:
+            raise tornado.web.HTTPError(400, reason=str(exc)) from None
+        self.answer({"armed": api})
+
+    def delete(self) -> None:
+        self.world.faults.clear()
+        self.answer({"cleared": True})
+
+
+# --- the device simulator ---------------------------------------------------------------
+
+
+class _DeviceHandler(_SandboxHandler):
+    def sandbox_app(self, name: str) -> SandboxApp:
+        app = self.world.app(name)
+        if app is None:
+            self.answer({"error": {"code": "unknown_app", "message": f"no sandbox app {name!r}"}}, 404)
+            raise tornado.web.Finish()
+        return app
+
+    def user_name(self, body: dict[str, Any]) -> str:
+        user = body.get("user")
+        if not isinstance(user, str) or not user or len(user) > 128:
+            self.answer({"error": {"code": "invalid_user", "message": "user must be a non-empty string"}}, 400)
+            raise tornado.web.Finish()
+        return user
+
+    def logged_in_user(self, app: SandboxApp, body: dict[str, Any]) -> SimUser:
+        sim = self.world.user(app, self.user_name(body))
+        if sim is None:
+            self.answer({"error": {"code": "not_logged_in", "message": "call wx.login for this user first"}}, 409)
+            raise tornado.web.Finish()
+        return sim
+
+
+class WxLoginHandler(_DeviceHandler):
+    def post(self, app_name: str) -> None:
+        app = self.sandbox_app(app_name)
+        body = self.json_body()
+        self.answer({"code": self.world.wx_login(app, self.user_name(body))})
+
+
+class GetPhoneNumberHandler(_DeviceHandler):
+    def post(self, app_name: str) -> None:
+        app = self.sandbox_app(app_name)
+        body = self.json_body()
+        sim = self.logged_in_user(app, body)
+        base_library = str(body.get("base_library", "3.0.0"))
+        masked = version_below(base_library, MASKED_BELOW)
+        payload = self.world.phone_payload(sim, masked, _watermark_override(body))
+        data, iv = crypto.encrypt_json(sim.session_key, payload)
+        self.answer({"encryptedData": data, "iv": iv, "code": self.world.new_phone_code(sim)})
+
+
+class GetUserProfileHandler(_DeviceHandler):
+    def post(self, app_name: str) -> None:
+        app = self.sandbox_app(app_name)
+        body = self.json_body()
+        sim = self.logged_in_user(app, body)
+        info = self.world.user_info(sim)
+        raw = json.dumps(info, ensure_ascii=False, separators=(",", ":"))
+        full = {**info, "openId": sim.openid, "unionId": sim.unionid}
+        full["watermark"] = self.world.watermark(app, _watermark_override(body))
+        data, iv = crypto.encrypt_json(sim.session_key, full)
+        self.answer(
+            {
+                "userInfo": info,
+                "rawData": raw,
+                "signature": crypto.rawdata_signature(raw, sim.session_key),
+                "encryptedData": data,
+                "iv": iv,
+            }
+        )
+
+
+def _watermark_override(body: dict[str, Any]) -> dict[str, Any] | None:
+    # Tests ask for a foreign appid or an old timestamp to exercise the watermark step.
+    mark = body.get("watermark")
+    return mark if isinstance(mark, dict) else None
+
+
+def sandbox_routes(world: SandboxWorld, upstream_prefix: str) -> list[tornado.routing.URLSpec]:
+    """Routes of the fake WeChat API under ``upstream_prefix`` and the device under /_sandbox."""
+    args = {"world": world}
+    up = upstream_prefix.rstrip("/")
+    return [
+        tornado.web.url(up + "/sns/jscode2session", Code2SessionHandler, args),
+        tornado.web.url(up + "/cgi-bin/stable_token", StableTokenHandler, args),
+        tornado.web.url(up + "/wxa/business/getuserphonenumber", PhoneNumberHandler, args),
+        tornado.web.url(up + "/wxa/checksession", CheckSessionHandler, args),
+        tornado.web.url("/_sandbox/_faults", FaultsHandler, args),
+        tornado.web.url(r"/_sandbox/([^/]+)/wx\.login", WxLoginHandler, args),
+        tornado.web.url(r"/_sandbox/([^/]+)/getPhoneNumber", GetPhoneNumberHandler, args),
+        tornado.web.url(r"/_sandbox/([^/]+)/getUserProfile", GetUserProfileHandler, args),
+    ]
+
+
+def make_sandbox_app(world: SandboxWorld) -> tornado.web.Application:
+    """The standalone sandbox (``wxgate sandbox``): WeChat's API at the root, as the real host."""
+    return tornado.web.Application(sandbox_routes(world, ""))

@@ -1,0 +1,1 @@
+"""WeChat server API: the async client and the open-data cryptography."""

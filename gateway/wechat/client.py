@@ -1,0 +1,154 @@
+"""Async client for the WeChat server API, bound to one app.
+
+Every WeChat answer goes through :meth:`WeChatClient._call`, which turns transport
+trouble and errcodes into :mod:`gateway.errors` classes. Calls that consume a
+single-use code are never retried; calls rejected for a stale access token are
+retried once with a fresh token. URLs carry the app secret and access tokens, so
+they are never logged: only the API's name is.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from typing import Any
+from urllib.parse import urlencode
+
+from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
+from tornado.iostream import StreamClosedError
+from tornado.simple_httpclient import HTTPTimeoutError
+
+from gateway.config import AppConfig
+from gateway.errors import (
+    UpstreamError,
+    UpstreamTimeout,
+    UpstreamUnreachable,
+    error_for_errcode,
+)
+from gateway.secret import Secret
+from gateway.wechat.crypto import checksession_signature
+
+TOKEN_ERRCODES = frozenset({40001, 40014, 42001})
+# Renew a cached access token this long before WeChat says it expires.
+TOKEN_MARGIN_SECONDS = 300
+
+
+class WeChatClient:
+    def __init__(self, app: AppConfig, base_url: str, http: AsyncHTTPClient | None = None) -> None:
+        self.app = app
+        self.base_url = base_url.rstrip("/")
+        self._http = http
+        self._token: Secret | None = None
+        self._token_expires = 0.0
+        self._token_lock = asyncio.Lock()
+        self.calls: dict[str, int] = {}
+
+    @property
+    def http(self) -> AsyncHTTPClient:
+        if self._http is None:
+            self._http = AsyncHTTPClient()
+        return self._http
+
+    async def code2session(self, code: str) -> dict[str, Any]:
+        """Exchange a wx.login code; returns openid, session_key and maybe unionid."""
+        query = {
+            "appid": self.app.appid,
+            "secret": self.app.secret.get_secret_value(),
+            "js_code": code,
+            "grant_type": "authorization_code",
+        }
+        answer = await self._call("jscode2session", "GET", "/sns/jscode2session", query)
+        if not isinstance(answer.get("openid"), str) or not isinstance(answer.get("session_key"), str):
+            raise UpstreamError(log_detail="jscode2session: answer without openid/session_key")
+        return answer
+
+    async def access_token(self, force_refresh: bool = False) -> Secret:
+        async with self._token_lock:
+            if not force_refresh and self._token is not None and time.time() < self._token_expires:
+                return self._token
+            body = {
+                "grant_type": "client_credential",
+                "appid": self.app.appid,
+                "secret": self.app.secret.get_secret_value(),
+                "force_refresh": False,
+            }
+            answer = await self._call("stable_token", "POST", "/cgi-bin/stable_token", body=body)
+            token = answer.get("access_token")
+            if not isinstance(token, str) or not token:
+                raise UpstreamError(log_detail="stable_token: answer without access_token")
+            expires_in = answer.get("expires_in", 7200)
+            ttl = expires_in if isinstance(expires_in, int) else 7200
+            self._token = Secret(token)
+            self._token_expires = time.time() + max(ttl - TOKEN_MARGIN_SECONDS, 30)
+            return self._token
+
+    async def check_session(self, openid: str, session_key: Secret) -> None:
+        """Raises SessionKeyStale when WeChat no longer holds this session_key."""
+        query = {
+            "openid": openid,
+            "signature": checksession_signature(session_key.reveal()),
+            "sig_method": "hmac_sha256",
+        }
+        await self._call_with_token("checksession", "GET", "/wxa/checksession", query)
+
+    async def _call_with_token(
+        self, api: str, method: str, path: str, query: dict[str, str], body: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        token = await self.access_token()
+        try:
+            return await self._call(api, method, path, {**query, "access_token": token.reveal()}, body)
+        except _StaleToken:
+            # Another process or server refreshed it: take the current one and resend once.
+            self._token = None
+            token = await self.access_token()
+            return await self._call(api, method, path, {**query, "access_token": token.reveal()}, body)
+
+    async def _call(
+        self,
+        api: str,
+        method: str,
+        path: str,
+        query: dict[str, str] | None = None,
+        body: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        self.calls[api] = self.calls.get(api, 0) + 1
+        url = self.base_url + path + ("?" + urlencode(query) if query else "")
+        request = HTTPRequest(
+            url,
+            method=method,
+            body=json.dumps(body) if body is not None else None,
+            headers={"Content-Type": "application/json"} if body is not None else None,
+            connect_timeout=self.app.timeout,
+            request_timeout=self.app.timeout,
+            follow_redirects=False,
+        )
+        try:
+            response = await self.http.fetch(request)
+        except HTTPTimeoutError:
+            raise UpstreamTimeout(log_detail=f"{api}: no answer within {self.app.timeout}s") from None
+        except HTTPClientError as exc:
+            if exc.code == 599:
+                raise UpstreamUnreachable(log_detail=f"{api}: {exc}") from None
+            raise UpstreamError(log_detail=f"{api}: HTTP {exc.code}") from None
+        except (OSError, StreamClosedError) as exc:
+            raise UpstreamUnreachable(log_detail=f"{api}: {type(exc).__name__}: {exc}") from None
+        try:
+            answer = json.loads(response.body or b"")
+        except ValueError:
+            raise UpstreamError(log_detail=f"{api}: answer is not JSON") from None
+        if not isinstance(answer, dict):
+            raise UpstreamError(log_detail=f"{api}: answer is not a JSON object")
+        errcode = answer.get("errcode", 0)
+        if errcode in (0, None):
+            return answer
+        errmsg = str(answer.get("errmsg", ""))
+        if errcode in TOKEN_ERRCODES:
+            raise _StaleToken(log_detail=f"{api}: errcode {errcode} {errmsg}")
+        if not isinstance(errcode, int):
+            raise UpstreamError(log_detail=f"{api}: errcode is not an integer")
+        raise error_for_errcode(errcode, errmsg, api)
+
+
+class _StaleToken(UpstreamError):
+    """40001/40014/42001: refreshed and resent once; a second one is an upstream error."""

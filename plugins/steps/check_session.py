@@ -1,0 +1,41 @@
+"""check_session: the bearer token must name a live session of this app."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from pydantic import Field
+
+from gateway import Context, Secret, Session, Step, StepOptions
+from gateway.errors import SessionExpired, SessionInvalid, Unauthorized
+from gateway.wechat.crypto import token_hash
+
+
+class CheckSessionOptions(StepOptions):
+    remote: bool = Field(False, description="Also ask WeChat's checksession API that the key is current.")
+
+
+class CheckSession(Step[CheckSessionOptions]):
+    name: ClassVar[str] = "check_session"
+    version: ClassVar[str] = "1.0.0"
+    Options: ClassVar[type[StepOptions]] = CheckSessionOptions
+
+    async def __call__(self, ctx: Context) -> None:
+        if ctx.token is None:
+            raise Unauthorized()
+        login = await ctx.storage.get_login_session(token_hash(ctx.token))
+        if login is None or login.appid != ctx.app.appid:
+            raise SessionInvalid()
+        if login.expired():
+            raise SessionExpired()
+        keys = await ctx.storage.get_session_keys(login.appid, login.openid)
+        if keys is None:
+            raise SessionInvalid(log_detail="session without session keys")
+        ctx.session = Session(
+            openid=login.openid,
+            unionid=keys.unionid or login.unionid,
+            session_key=Secret(keys.session_key),
+            previous_session_key=Secret(keys.previous_session_key) if keys.previous_session_key else None,
+        )
+        if self.options.remote:
+            await ctx.wechat.check_session(login.openid, ctx.session.session_key)

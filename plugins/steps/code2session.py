@@ -1,0 +1,34 @@
+"""code2session: exchange the wx.login code for openid, unionid and session_key."""
+
+from __future__ import annotations
+
+import re
+from typing import ClassVar
+
+from gateway import Context, Secret, Session, Step, StepOptions
+from gateway.errors import InvalidField, MissingField
+
+_CODE = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
+
+
+class Code2Session(Step[StepOptions]):
+    """Reads the ``code`` field; records the session_key (the former one is kept as previous)."""
+
+    name: ClassVar[str] = "code2session"
+    version: ClassVar[str] = "1.0.0"
+
+    async def __call__(self, ctx: Context) -> None:
+        code = ctx.fields.get("code")
+        if not code:
+            raise MissingField("code is required: the code from wx.login.")
+        if not _CODE.match(code):
+            raise InvalidField("code is not a wx.login code.", hint="Send the code from wx.login unchanged.")
+        answer = await ctx.wechat.code2session(code)
+        unionid = answer.get("unionid") if isinstance(answer.get("unionid"), str) else None
+        keys = await ctx.storage.rotate_session_key(ctx.app.appid, answer["openid"], unionid, answer["session_key"])
+        ctx.session = Session(
+            openid=keys.openid,
+            unionid=keys.unionid,
+            session_key=Secret(keys.session_key),
+            previous_session_key=Secret(keys.previous_session_key) if keys.previous_session_key else None,
+        )
