@@ -272,7 +272,9 @@ def parse_config(
 
     apps: dict[str, AppConfig] = {}
     flows: dict[str, dict[str, tuple[ResolvedStep, ...]]] = {}
-    shared = {flow: _resolve_flow(doc, registry, ("pipelines", flow), steps) for flow, steps in model.pipelines.items()}
+    shared: dict[str, tuple[ResolvedStep, ...]] = {
+        flow: _resolve_flow(doc, registry, ("pipelines", flow), steps) for flow, steps in model.pipelines.items()
+    }
     for name, app in model.apps.items():
         apps[name] = app.model_copy(update={"name": name})
         app_flows: dict[str, tuple[ResolvedStep, ...]] = dict(shared)
