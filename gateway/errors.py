@@ -262,6 +262,14 @@ class UpstreamBusy(GatewayError):
     retry_after = 2
 
 
+class StorageUnavailable(GatewayError):
+    status = 503
+    code = "storage_unavailable"
+    message = "The gateway's storage is unavailable."
+    hint = "Retry after the number of seconds in Retry-After; nothing was half-written."
+    retry_after = 5
+
+
 class UpstreamTimeout(GatewayError):
     status = 504
     code = "upstream_timeout"

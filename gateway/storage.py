@@ -4,8 +4,10 @@ A storage plugin subclasses :class:`Storage`, declares ``name``, ``version`` and
 ``Options`` model, and registers under the ``wxgate.storages`` entry point. Every
 method is a coroutine; implementations must be safe to call concurrently.
 
-Interface version 1 covers session keys and login sessions; users, access tokens and
-the event outbox come with the MongoDB storage (see docs/plugins.md).
+It covers session keys and login sessions, users and their phones, access tokens
+shared by all processes (with a lease so one process refreshes), and the event
+outbox. The same contract test suite (tests/test_storage_contract.py) runs against
+every built-in storage.
 """
 
 from __future__ import annotations
@@ -13,11 +15,13 @@ from __future__ import annotations
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict
 
 STORAGE_API_VERSION = 1
+
+EventStatus = Literal["pending", "delivering", "delivered", "dead"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +51,54 @@ class LoginSession:
         return (now if now is not None else time.time()) >= self.expires_at
 
 
+@dataclass(frozen=True, slots=True)
+class UserRecord:
+    appid: str
+    openid: str
+    unionid: str | None
+    first_seen: float
+    last_seen: float
+    logins: int
+
+
+@dataclass(frozen=True, slots=True)
+class PhoneBinding:
+    """A phone number seen for a user. ``key`` identifies the number (the number itself,
+    or its keyed hash); ``number`` is None when only the hash and masked form are kept."""
+
+    key: str
+    masked: str
+    country_code: str
+    number: str | None = None
+    first_seen: float = 0.0
+    last_seen: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class AccessToken:
+    appid: str
+    token: str
+    expires_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxEvent:
+    """One delivery to one endpoint; ``id`` is unique and makes enqueueing idempotent."""
+
+    id: str
+    type: str
+    appid: str
+    endpoint: str
+    payload: dict[str, Any]
+    created_at: float
+    status: EventStatus = "pending"
+    attempts: int = 0
+    next_attempt_at: float = 0.0
+    lease_owner: str | None = None
+    lease_until: float = 0.0
+    last_error: str | None = None
+
+
 class StorageOptions(BaseModel):
     """Base of every storage's options; unknown keys are refused."""
 
@@ -54,6 +106,8 @@ class StorageOptions(BaseModel):
 
 
 class Storage(ABC):
+    """All methods may raise :class:`gateway.errors.StorageUnavailable` when the backend is down."""
+
     name: ClassVar[str]
     version: ClassVar[str]
     api_version: ClassVar[int] = STORAGE_API_VERSION
@@ -62,14 +116,25 @@ class Storage(ABC):
     def __init__(self, options: StorageOptions) -> None:
         self.options = options
 
+    def before_fork(self) -> None:  # noqa: B027 (optional hook, empty by default)
+        """Called once in the parent process before workers start (and before ``start``
+        in a single process): start what all workers share, e.g. an embedded server."""
+
     async def start(self) -> None:  # noqa: B027 (optional hook, empty by default)
-        """Connect, create indexes; called once before the first request."""
+        """Connect, create indexes; called once per process before the first request."""
 
     async def close(self) -> None:  # noqa: B027 (optional hook, empty by default)
-        """Release connections; called once at shutdown."""
+        """Release connections; called once per process at shutdown."""
+
+    async def ping(self) -> None:  # noqa: B027 (optional hook, empty by default)
+        """Raise StorageUnavailable when the backend cannot be reached."""
+
+    # --- session keys and login sessions -------------------------------------------------
 
     @abstractmethod
-    async def rotate_session_key(self, appid: str, openid: str, unionid: str | None, session_key: str) -> SessionKeys:
+    async def rotate_session_key(
+        self, appid: str, openid: str, unionid: str | None, session_key: str
+    ) -> SessionKeys:
         """Record the newest session_key; the former one, if different, becomes previous."""
 
     @abstractmethod
@@ -81,3 +146,67 @@ class Storage(ABC):
     @abstractmethod
     async def get_login_session(self, token_hash: str) -> LoginSession | None:
         """The session for this token hash, expired or not (the caller tells them apart)."""
+
+    # --- users and phones ---------------------------------------------------------------
+
+    @abstractmethod
+    async def upsert_user(self, appid: str, openid: str, unionid: str | None, now: float) -> UserRecord:
+        """Create or refresh the user: first_seen kept, last_seen set, logins counted."""
+
+    @abstractmethod
+    async def get_user(self, appid: str, openid: str) -> UserRecord | None: ...
+
+    @abstractmethod
+    async def bind_phone(self, appid: str, openid: str, phone: PhoneBinding, now: float) -> None:
+        """Record that the user has this phone (idempotent by phone.key; first_seen kept)."""
+
+    @abstractmethod
+    async def get_phones(self, appid: str, openid: str) -> list[PhoneBinding]: ...
+
+    # --- access tokens, shared by every process ----------------------------------------
+
+    @abstractmethod
+    async def get_access_token(self, appid: str) -> AccessToken | None: ...
+
+    @abstractmethod
+    async def put_access_token(self, token: AccessToken) -> None: ...
+
+    @abstractmethod
+    async def acquire_lease(self, name: str, owner: str, seconds: float) -> bool:
+        """Take the named lease if it is free or expired; True when ``owner`` holds it now."""
+
+    @abstractmethod
+    async def release_lease(self, name: str, owner: str) -> None: ...
+
+    # --- the event outbox --------------------------------------------------------------
+
+    @abstractmethod
+    async def enqueue_event(self, event: OutboxEvent) -> bool:
+        """Store a pending event; False (and no change) when its id exists already."""
+
+    @abstractmethod
+    async def claim_events(self, owner: str, limit: int, lease_seconds: float, now: float) -> list[OutboxEvent]:
+        """Lease up to ``limit`` due events (pending and due, or delivering with an expired lease)."""
+
+    @abstractmethod
+    async def ack_event(self, event_id: str, owner: str) -> None:
+        """Mark delivered."""
+
+    @abstractmethod
+    async def retry_event(self, event_id: str, owner: str, next_attempt_at: float, error: str) -> None:
+        """Back to pending, one more attempt counted, not due before ``next_attempt_at``."""
+
+    @abstractmethod
+    async def dead_letter_event(self, event_id: str, owner: str, error: str) -> None:
+        """Give up on the event; it stays stored as dead until requeued or purged."""
+
+    @abstractmethod
+    async def list_events(self, status: EventStatus | None, limit: int) -> list[OutboxEvent]: ...
+
+    @abstractmethod
+    async def requeue_events(self, event_ids: list[str] | None, now: float) -> int:
+        """Dead events (all when ``event_ids`` is None) back to pending; returns how many."""
+
+    @abstractmethod
+    async def purge_events(self, status: EventStatus, older_than: float) -> int:
+        """Delete events of that status created before ``older_than``; returns how many."""

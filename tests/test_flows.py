@@ -248,9 +248,9 @@ class PhoneFlowTest(GatewayTestCase):
         )
         answers.add((status, json.dumps(body, sort_keys=True)))
         assert len(answers) == 1
-        status, body = next(iter(answers))
+        status, text = next(iter(answers))
         assert status == 400
-        assert json.loads(body)["error"]["code"] == "decrypt_failed"
+        assert json.loads(text)["error"]["code"] == "decrypt_failed"
 
 
 class UserInfoFlowTest(GatewayTestCase):

@@ -2,16 +2,28 @@
 
 Nothing survives a restart and nothing is shared between processes; use ``mongo`` for
 that. Expired login sessions are dropped on read and swept now and then on write.
+Every method completes without awaiting, so each is atomic in the event loop.
 """
 
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from typing import ClassVar
 
 from pydantic import Field
 
-from gateway import LoginSession, SessionKeys, Storage, StorageOptions
+from gateway import StorageOptions
+from gateway.storage import (
+    AccessToken,
+    EventStatus,
+    LoginSession,
+    OutboxEvent,
+    PhoneBinding,
+    SessionKeys,
+    Storage,
+    UserRecord,
+)
 
 
 class MemoryOptions(StorageOptions):
@@ -29,9 +41,18 @@ class MemoryStorage(Storage):
         self.max_sessions = options.max_sessions
         self.keys: dict[tuple[str, str], SessionKeys] = {}
         self.sessions: dict[str, LoginSession] = {}
+        self.users: dict[tuple[str, str], UserRecord] = {}
+        self.phones: dict[tuple[str, str], dict[str, PhoneBinding]] = {}
+        self.tokens: dict[str, AccessToken] = {}
+        self.leases: dict[str, tuple[str, float]] = {}
+        self.events: dict[str, OutboxEvent] = {}
         self._writes = 0
 
-    async def rotate_session_key(self, appid: str, openid: str, unionid: str | None, session_key: str) -> SessionKeys:
+    # --- session keys and login sessions -------------------------------------------------
+
+    async def rotate_session_key(
+        self, appid: str, openid: str, unionid: str | None, session_key: str
+    ) -> SessionKeys:
         current = self.keys.get((appid, openid))
         previous = current.previous_session_key if current else None
         if current is not None and current.session_key != session_key:
@@ -65,3 +86,115 @@ class MemoryStorage(Storage):
             del self.sessions[key]
         while len(self.sessions) > self.max_sessions:
             del self.sessions[next(iter(self.sessions))]
+
+    # --- users and phones ---------------------------------------------------------------
+
+    async def upsert_user(self, appid: str, openid: str, unionid: str | None, now: float) -> UserRecord:
+        current = self.users.get((appid, openid))
+        if current is None:
+            record = UserRecord(appid, openid, unionid, first_seen=now, last_seen=now, logins=1)
+        else:
+            record = replace(
+                current, unionid=unionid or current.unionid, last_seen=now, logins=current.logins + 1
+            )
+        self.users[(appid, openid)] = record
+        return record
+
+    async def get_user(self, appid: str, openid: str) -> UserRecord | None:
+        return self.users.get((appid, openid))
+
+    async def bind_phone(self, appid: str, openid: str, phone: PhoneBinding, now: float) -> None:
+        bindings = self.phones.setdefault((appid, openid), {})
+        first = bindings[phone.key].first_seen if phone.key in bindings else now
+        bindings[phone.key] = replace(phone, first_seen=first, last_seen=now)
+
+    async def get_phones(self, appid: str, openid: str) -> list[PhoneBinding]:
+        return sorted(self.phones.get((appid, openid), {}).values(), key=lambda p: p.first_seen)
+
+    # --- access tokens -----------------------------------------------------------------
+
+    async def get_access_token(self, appid: str) -> AccessToken | None:
+        return self.tokens.get(appid)
+
+    async def put_access_token(self, token: AccessToken) -> None:
+        self.tokens[token.appid] = token
+
+    async def acquire_lease(self, name: str, owner: str, seconds: float) -> bool:
+        now = time.time()
+        holder = self.leases.get(name)
+        if holder is not None and holder[0] != owner and holder[1] > now:
+            return False
+        self.leases[name] = (owner, now + seconds)
+        return True
+
+    async def release_lease(self, name: str, owner: str) -> None:
+        holder = self.leases.get(name)
+        if holder is not None and holder[0] == owner:
+            del self.leases[name]
+
+    # --- the event outbox --------------------------------------------------------------
+
+    async def enqueue_event(self, event: OutboxEvent) -> bool:
+        if event.id in self.events:
+            return False
+        self.events[event.id] = event
+        return True
+
+    async def claim_events(self, owner: str, limit: int, lease_seconds: float, now: float) -> list[OutboxEvent]:
+        claimed: list[OutboxEvent] = []
+        for event in sorted(self.events.values(), key=lambda e: e.next_attempt_at):
+            if len(claimed) >= limit:
+                break
+            due = event.status == "pending" and event.next_attempt_at <= now
+            lost = event.status == "delivering" and event.lease_until <= now
+            if due or lost:
+                taken = replace(event, status="delivering", lease_owner=owner, lease_until=now + lease_seconds)
+                self.events[event.id] = taken
+                claimed.append(taken)
+        return claimed
+
+    async def ack_event(self, event_id: str, owner: str) -> None:
+        self._update(event_id, status="delivered", lease_owner=None, lease_until=0.0)
+
+    async def retry_event(self, event_id: str, owner: str, next_attempt_at: float, error: str) -> None:
+        event = self.events.get(event_id)
+        if event is not None and event.status == "delivering":
+            self.events[event_id] = replace(
+                event,
+                status="pending",
+                attempts=event.attempts + 1,
+                next_attempt_at=next_attempt_at,
+                lease_owner=None,
+                lease_until=0.0,
+                last_error=error,
+            )
+
+    async def dead_letter_event(self, event_id: str, owner: str, error: str) -> None:
+        event = self.events.get(event_id)
+        if event is not None:
+            self.events[event_id] = replace(
+                event, status="dead", attempts=event.attempts + 1, lease_owner=None, lease_until=0.0, last_error=error
+            )
+
+    async def list_events(self, status: EventStatus | None, limit: int) -> list[OutboxEvent]:
+        events = [e for e in self.events.values() if status is None or e.status == status]
+        return sorted(events, key=lambda e: e.created_at)[:limit]
+
+    async def requeue_events(self, event_ids: list[str] | None, now: float) -> int:
+        count = 0
+        for event in list(self.events.values()):
+            if event.status == "dead" and (event_ids is None or event.id in event_ids):
+                self.events[event.id] = replace(event, status="pending", next_attempt_at=now, attempts=0)
+                count += 1
+        return count
+
+    async def purge_events(self, status: EventStatus, older_than: float) -> int:
+        doomed = [e.id for e in self.events.values() if e.status == status and e.created_at < older_than]
+        for event_id in doomed:
+            del self.events[event_id]
+        return len(doomed)
+
+    def _update(self, event_id: str, **changes: object) -> None:
+        event = self.events.get(event_id)
+        if event is not None:
+            self.events[event_id] = replace(event, **changes)  # type: ignore[arg-type]
