@@ -132,9 +132,7 @@ class Storage(ABC):
     # --- session keys and login sessions -------------------------------------------------
 
     @abstractmethod
-    async def rotate_session_key(
-        self, appid: str, openid: str, unionid: str | None, session_key: str
-    ) -> SessionKeys:
+    async def rotate_session_key(self, appid: str, openid: str, unionid: str | None, session_key: str) -> SessionKeys:
         """Record the newest session_key; the former one, if different, becomes previous."""
 
     @abstractmethod

@@ -1,8 +1,11 @@
-"""Suite-wide: JSON logs into memory, and at the end, no secret in any log line or answer."""
+"""Suite-wide fixtures: a MongoDB wire-protocol server, JSON logs into memory, and at
+the end, no secret in any log line or answer of the whole run."""
 
 from __future__ import annotations
 
 import io
+import os
+from collections.abc import Iterator
 
 import pytest
 
@@ -14,6 +17,20 @@ SUITE_LOG = io.StringIO()
 
 def pytest_configure(config: pytest.Config) -> None:
     configure_logging("json", stream=SUITE_LOG)
+
+
+@pytest.fixture(scope="session")
+def mongo_uri() -> Iterator[str]:
+    """The server .ci/run started (WXGATE_TEST_MONGO_URI), or one started here."""
+    given = os.environ.get("WXGATE_TEST_MONGO_URI")
+    if given:
+        yield given
+        return
+    from wxgate_plugins.storages.embedded_mongo import EmbeddedMongo
+
+    server = EmbeddedMongo(db="memory")
+    yield server.start()
+    server.stop()
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

@@ -50,9 +50,7 @@ class MemoryStorage(Storage):
 
     # --- session keys and login sessions -------------------------------------------------
 
-    async def rotate_session_key(
-        self, appid: str, openid: str, unionid: str | None, session_key: str
-    ) -> SessionKeys:
+    async def rotate_session_key(self, appid: str, openid: str, unionid: str | None, session_key: str) -> SessionKeys:
         current = self.keys.get((appid, openid))
         previous = current.previous_session_key if current else None
         if current is not None and current.session_key != session_key:
@@ -94,9 +92,7 @@ class MemoryStorage(Storage):
         if current is None:
             record = UserRecord(appid, openid, unionid, first_seen=now, last_seen=now, logins=1)
         else:
-            record = replace(
-                current, unionid=unionid or current.unionid, last_seen=now, logins=current.logins + 1
-            )
+            record = replace(current, unionid=unionid or current.unionid, last_seen=now, logins=current.logins + 1)
         self.users[(appid, openid)] = record
         return record
 

@@ -1,0 +1,88 @@
+"""Runs the nx-27017 MongoDB wire-protocol server (SQLite-backed) as a child process.
+
+For ``uri: embedded``: zero set-up persistence on one machine, and the server the
+test suite and benchmarks use. Production deployments point ``uri`` at real MongoDB.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+
+class EmbeddedMongoError(RuntimeError):
+    pass
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class EmbeddedMongo:
+    """``db`` is a SQLite file path or ``memory``. The server runs with warnings-only
+    logs (see nx_quiet); its log and pid file live in a private temporary directory
+    that ``stop`` removes (the server deletes its pid file on exit, so it must never
+    be a shared path)."""
+
+    def __init__(self, db: str, port: int | None = None, log_file: str | None = None) -> None:
+        self.db = db
+        self.port = port or free_port()
+        self.workdir = tempfile.mkdtemp(prefix="wxgate-nx-")
+        self.log_file = log_file or os.path.join(self.workdir, "nx.log")
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def uri(self) -> str:
+        return f"mongodb://127.0.0.1:{self.port}/"
+
+    def start(self, timeout: float = 20.0) -> str:
+        if importlib.util.find_spec("nx_27017") is None:
+            raise EmbeddedMongoError(
+                "uri: embedded needs the nx-27017 package: pip install 'wxgate[embedded]' "
+                "(or set uri to a MongoDB deployment, e.g. WXGATE_MONGO_URI=mongodb://host:27017)"
+            )
+        if self.db != "memory":
+            Path(self.db).parent.mkdir(parents=True, exist_ok=True)
+        pid_file = Path(self.workdir) / "nx.pid"
+        command = [
+            sys.executable, "-m", "wxgate_plugins.storages.nx_quiet",
+            "--db", self.db, "--host", "127.0.0.1", "-p", str(self.port),
+            "--log-file", self.log_file, "--pid-file", str(pid_file),
+        ]  # fmt: skip
+        self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                err = self.process.stderr.read().decode(errors="replace") if self.process.stderr else ""
+                raise EmbeddedMongoError(f"the embedded MongoDB server exited: {err.strip()[-500:]}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                    return self.uri
+            except OSError:
+                time.sleep(0.05)
+        self.stop()
+        raise EmbeddedMongoError(f"the embedded MongoDB server did not listen on port {self.port} in {timeout}s")
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(timeout=5)
+        if self.process.stderr:
+            self.process.stderr.close()
+        shutil.rmtree(self.workdir, ignore_errors=True)

@@ -1,0 +1,493 @@
+"""MongoDB storage: durable, shared by every gateway process and host.
+
+PyMongo's async API (``AsyncMongoClient``) by default; ``driver: motor`` for users who
+must keep Motor. ``uri: embedded`` runs the nx-27017 wire-protocol server as a child
+process with its data under ``data_dir``. Session keys and access tokens are sealed
+with AES-GCM (:mod:`gateway.sealing`); login tokens are stored only as hashes.
+Every write is an idempotent upsert or a compare-and-set, so a retried request never
+duplicates a user or an event, and a failed one leaves no half-written record.
+"""
+
+from __future__ import annotations
+
+import atexit
+import datetime as dt
+import functools
+import inspect
+import os
+import time
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any, ClassVar, Concatenate, Literal, ParamSpec, TypeVar
+
+from pydantic import Field, SecretStr, ValidationInfo, field_validator
+from pymongo import ASCENDING, ReturnDocument
+from pymongo.errors import DuplicateKeyError, PyMongoError
+
+from gateway import StorageOptions
+from gateway.errors import GatewayError, StorageUnavailable
+from gateway.sealing import KeyRing, SealError, new_key_text, parse_key
+from gateway.storage import (
+    AccessToken,
+    EventStatus,
+    LoginSession,
+    OutboxEvent,
+    PhoneBinding,
+    SessionKeys,
+    Storage,
+    UserRecord,
+)
+from wxgate_plugins.storages.embedded_mongo import EmbeddedMongo
+
+P = ParamSpec("P")
+R = TypeVar("R")
+CAS_ATTEMPTS = 5
+
+
+class MongoOptions(StorageOptions):
+    uri: str = Field("embedded", description="mongodb://... or 'embedded' (a local nx-27017 server).")
+    database: str = Field("wxgate", pattern=r"^[A-Za-z0-9_-]{1,63}$")
+    driver: Literal["pymongo", "motor"] = "pymongo"
+    timeout_ms: int = Field(2000, ge=100, le=60_000, description="Server selection, connect and socket timeout.")
+    max_pool_size: int = Field(100, ge=1, le=10_000)
+    data_dir: str = Field("var/mongo", description="Where uri: embedded keeps its database and key.")
+    encryption_key: SecretStr = Field(
+        SecretStr("auto"), description="Base64 of 32 bytes; 'auto' (embedded only) keeps one in data_dir."
+    )
+    old_encryption_keys: list[SecretStr] = Field(
+        default_factory=list, description="Former keys: records sealed with them still open."
+    )
+
+    @field_validator("uri")
+    @classmethod
+    def _uri_shape(cls, value: str) -> str:
+        if value == "embedded" or value.startswith(("mongodb://", "mongodb+srv://")):
+            return value
+        raise ValueError("expected 'embedded' or a mongodb:// or mongodb+srv:// URI")
+
+    @field_validator("encryption_key")
+    @classmethod
+    def _key_shape(cls, value: SecretStr, info: ValidationInfo) -> SecretStr:
+        text = value.get_secret_value()
+        if text == "auto":
+            if info.data.get("uri", "embedded") != "embedded":
+                raise ValueError(
+                    "'auto' only works with uri: embedded; give every gateway the same key, "
+                    "e.g. encryption_key: ${WXGATE_STORAGE_KEY} (openssl rand -base64 32)"
+                )
+            return value
+        try:
+            parse_key(text)
+        except SealError as exc:
+            raise ValueError(str(exc)) from None
+        return value
+
+    @field_validator("old_encryption_keys")
+    @classmethod
+    def _old_keys_shape(cls, values: list[SecretStr]) -> list[SecretStr]:
+        for value in values:
+            try:
+                parse_key(value.get_secret_value())
+            except SealError as exc:
+                raise ValueError(str(exc)) from None
+        return values
+
+
+def _guarded(
+    method: Callable[Concatenate[MongoStorage, P], Coroutine[Any, Any, R]],
+) -> Callable[Concatenate[MongoStorage, P], Coroutine[Any, Any, R]]:
+    """Driver trouble becomes a 503 ``storage_unavailable``; a bad sealed value a 500."""
+
+    async def wrapper(self: MongoStorage, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        if self.db is None:
+            raise StorageUnavailable(log_detail="mongo storage used before start()")
+        try:
+            return await method(self, *args, **kwargs)
+        except PyMongoError as exc:
+            raise StorageUnavailable(log_detail=f"mongo {method.__name__}: {type(exc).__name__}") from None
+        except SealError as exc:
+            raise GatewayError(log_detail=f"mongo {method.__name__}: {exc}; check encryption keys") from None
+
+    functools.update_wrapper(wrapper, method)
+    return wrapper
+
+
+class MongoStorage(Storage):
+    name: ClassVar[str] = "mongo"
+    version: ClassVar[str] = "1.0.0"
+    Options: ClassVar[type[StorageOptions]] = MongoOptions
+
+    def __init__(self, options: StorageOptions) -> None:
+        super().__init__(options)
+        assert isinstance(options, MongoOptions)
+        self.opts = options
+        self.uri: str | None = None if options.uri == "embedded" else options.uri
+        self.embedded: EmbeddedMongo | None = None
+        self._embedded_owner_pid = 0
+        self.ring: KeyRing | None = None
+        self.client: Any = None
+        self.db: Any = None
+
+    # --- lifecycle -----------------------------------------------------------------------
+
+    def before_fork(self) -> None:
+        if self.opts.uri == "embedded" and self.uri is None:
+            data = Path(self.opts.data_dir)
+            self.embedded = EmbeddedMongo(db=str(data / "wxgate.db"))
+            self.uri = self.embedded.start()
+            self._embedded_owner_pid = os.getpid()
+            atexit.register(self.embedded.stop)
+        self.ring = self._key_ring()
+
+    def _key_ring(self) -> KeyRing:
+        text = self.opts.encryption_key.get_secret_value()
+        if text == "auto":
+            key_file = Path(self.opts.data_dir) / "storage.key"
+            if not key_file.exists():
+                key_file.parent.mkdir(parents=True, exist_ok=True)
+                fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                with os.fdopen(fd, "w") as out:
+                    out.write(new_key_text())
+            text = key_file.read_text().strip()
+        older = [parse_key(k.get_secret_value()) for k in self.opts.old_encryption_keys]
+        return KeyRing(parse_key(text), older)
+
+    async def start(self) -> None:
+        if self.uri is None or self.ring is None:
+            self.before_fork()
+        timeout = self.opts.timeout_ms
+        settings: dict[str, Any] = {
+            "serverSelectionTimeoutMS": timeout,
+            "connectTimeoutMS": timeout,
+            "socketTimeoutMS": timeout,
+            "maxPoolSize": self.opts.max_pool_size,
+            "appname": "wxgate",
+        }
+        if self.opts.driver == "motor":
+            from motor.motor_asyncio import AsyncIOMotorClient
+
+            self.client = AsyncIOMotorClient(self.uri, **settings)
+        else:
+            from pymongo import AsyncMongoClient
+
+            self.client = AsyncMongoClient(self.uri, **settings)
+        self.db = self.client[self.opts.database]
+        try:
+            await self._create_indexes()
+        except PyMongoError as exc:
+            raise StorageUnavailable(log_detail=f"mongo start: {type(exc).__name__}: {exc}") from None
+
+    async def _create_indexes(self) -> None:
+        db = self.db
+        await db.users.create_index([("appid", ASCENDING), ("openid", ASCENDING)], unique=True)
+        await db.users.create_index([("unionid", ASCENDING)])
+        await db.phones.create_index([("appid", ASCENDING), ("openid", ASCENDING), ("key", ASCENDING)], unique=True)
+        await db.phones.create_index([("key", ASCENDING)])
+        await db.sessions.create_index([("expire_at", ASCENDING)], expireAfterSeconds=0)
+        await db.outbox.create_index([("status", ASCENDING), ("next_attempt_at", ASCENDING)])
+        await db.outbox.create_index([("status", ASCENDING), ("created_at", ASCENDING)])
+
+    async def close(self) -> None:
+        if self.client is not None:
+            result = self.client.close()
+            if inspect.isawaitable(result):
+                await result
+            self.client = self.db = None
+        if self.embedded is not None and self._embedded_owner_pid == os.getpid():
+            self.embedded.stop()
+
+    @_guarded
+    async def ping(self) -> None:
+        await self.db.command("ping")
+
+    def _seal(self, plain: str, record_id: str) -> str:
+        assert self.ring is not None
+        return self.ring.seal(plain, record_id)
+
+    def _open(self, sealed: str, record_id: str) -> str:
+        assert self.ring is not None
+        return self.ring.open(sealed, record_id)
+
+    # --- session keys and login sessions -------------------------------------------------
+
+    @_guarded
+    async def rotate_session_key(self, appid: str, openid: str, unionid: str | None, session_key: str) -> SessionKeys:
+        record_id = f"{appid}:{openid}"
+        for _ in range(CAS_ATTEMPTS):
+            now = time.time()
+            doc = await self.db.session_keys.find_one({"_id": record_id})
+            if doc is None:
+                try:
+                    await self.db.session_keys.insert_one(
+                        {
+                            "_id": record_id,
+                            "unionid": unionid,
+                            "key": self._seal(session_key, record_id),
+                            "prev": None,
+                            "v": 1,
+                            "updated_at": now,
+                        }
+                    )
+                except DuplicateKeyError:
+                    continue  # another process inserted first: compare against its record
+                return SessionKeys(appid, openid, unionid, session_key, None, now)
+            current = self._open(doc["key"], record_id)
+            previous = self._open(doc["prev"], record_id) if doc.get("prev") else None
+            if current == session_key:
+                return SessionKeys(appid, openid, doc.get("unionid"), current, previous, doc["updated_at"])
+            result = await self.db.session_keys.update_one(
+                {"_id": record_id, "v": doc["v"]},
+                {
+                    "$set": {
+                        "key": self._seal(session_key, record_id),
+                        "prev": self._seal(current, record_id),
+                        "unionid": unionid or doc.get("unionid"),
+                        "updated_at": now,
+                    },
+                    "$inc": {"v": 1},
+                },
+            )
+            if result.modified_count == 1:
+                return SessionKeys(appid, openid, unionid or doc.get("unionid"), session_key, current, now)
+        raise StorageUnavailable(log_detail=f"session key of {openid} changed {CAS_ATTEMPTS} times under us")
+
+    @_guarded
+    async def get_session_keys(self, appid: str, openid: str) -> SessionKeys | None:
+        record_id = f"{appid}:{openid}"
+        doc = await self.db.session_keys.find_one({"_id": record_id})
+        if doc is None:
+            return None
+        previous = self._open(doc["prev"], record_id) if doc.get("prev") else None
+        return SessionKeys(
+            appid, openid, doc.get("unionid"), self._open(doc["key"], record_id), previous, doc["updated_at"]
+        )
+
+    @_guarded
+    async def put_login_session(self, session: LoginSession) -> None:
+        # update_one($set, upsert) rather than replace_one: same effect, and the test
+        # wire-protocol server does not upsert on replace.
+        await self.db.sessions.update_one(
+            {"_id": session.token_hash},
+            {
+                "$set": {
+                    "appid": session.appid,
+                    "openid": session.openid,
+                    "unionid": session.unionid,
+                    "created_at": session.created_at,
+                    "expires_at": session.expires_at,
+                    # the TTL index removes the document about this time
+                    "expire_at": dt.datetime.fromtimestamp(session.expires_at, dt.UTC).replace(tzinfo=None),
+                }
+            },
+            upsert=True,
+        )
+
+    @_guarded
+    async def get_login_session(self, token_hash: str) -> LoginSession | None:
+        doc = await self.db.sessions.find_one({"_id": token_hash})
+        if doc is None:
+            return None
+        return LoginSession(
+            token_hash, doc["appid"], doc["openid"], doc.get("unionid"), doc["created_at"], doc["expires_at"]
+        )
+
+    # --- users and phones ---------------------------------------------------------------
+
+    @_guarded
+    async def upsert_user(self, appid: str, openid: str, unionid: str | None, now: float) -> UserRecord:
+        changes: dict[str, Any] = {"last_seen": now}
+        if unionid:
+            changes["unionid"] = unionid
+        update = {"$setOnInsert": {"first_seen": now}, "$set": changes, "$inc": {"logins": 1}}
+        try:
+            await self.db.users.update_one({"appid": appid, "openid": openid}, update, upsert=True)
+        except DuplicateKeyError:
+            # two first logins raced to insert: the loser's update now finds the winner's record
+            await self.db.users.update_one({"appid": appid, "openid": openid}, update)
+        doc = await self.db.users.find_one({"appid": appid, "openid": openid})
+        return _user(doc)
+
+    @_guarded
+    async def get_user(self, appid: str, openid: str) -> UserRecord | None:
+        doc = await self.db.users.find_one({"appid": appid, "openid": openid})
+        return _user(doc) if doc is not None else None
+
+    @_guarded
+    async def bind_phone(self, appid: str, openid: str, phone: PhoneBinding, now: float) -> None:
+        update = {
+            "$setOnInsert": {"first_seen": now},
+            "$set": {
+                "masked": phone.masked,
+                "country_code": phone.country_code,
+                "number": phone.number,
+                "last_seen": now,
+            },
+        }
+        selector = {"appid": appid, "openid": openid, "key": phone.key}
+        try:
+            await self.db.phones.update_one(selector, update, upsert=True)
+        except DuplicateKeyError:
+            await self.db.phones.update_one(selector, update)
+
+    @_guarded
+    async def get_phones(self, appid: str, openid: str) -> list[PhoneBinding]:
+        cursor = self.db.phones.find({"appid": appid, "openid": openid}).sort("first_seen", ASCENDING)
+        docs = await cursor.to_list(length=1000)
+        return [
+            PhoneBinding(
+                key=d["key"],
+                masked=d["masked"],
+                country_code=d["country_code"],
+                number=d.get("number"),
+                first_seen=d["first_seen"],
+                last_seen=d["last_seen"],
+            )
+            for d in docs
+        ]
+
+    # --- access tokens -----------------------------------------------------------------
+
+    @_guarded
+    async def get_access_token(self, appid: str) -> AccessToken | None:
+        doc = await self.db.tokens.find_one({"_id": appid})
+        if doc is None:
+            return None
+        return AccessToken(appid, self._open(doc["token"], appid), doc["expires_at"])
+
+    @_guarded
+    async def put_access_token(self, token: AccessToken) -> None:
+        await self.db.tokens.update_one(
+            {"_id": token.appid},
+            {"$set": {"token": self._seal(token.token, token.appid), "expires_at": token.expires_at}},
+            upsert=True,
+        )
+
+    @_guarded
+    async def acquire_lease(self, name: str, owner: str, seconds: float) -> bool:
+        now = time.time()
+        try:
+            doc = await self.db.leases.find_one_and_update(
+                {"_id": name, "$or": [{"until": {"$lte": now}}, {"owner": owner}]},
+                {"$set": {"owner": owner, "until": now + seconds}},
+                upsert=True,
+                return_document=ReturnDocument.AFTER,
+            )
+        except DuplicateKeyError:
+            return False  # held by someone else: the upsert collided with their record
+        return doc is not None and doc.get("owner") == owner
+
+    @_guarded
+    async def release_lease(self, name: str, owner: str) -> None:
+        await self.db.leases.delete_one({"_id": name, "owner": owner})
+
+    # --- the event outbox --------------------------------------------------------------
+
+    @_guarded
+    async def enqueue_event(self, event: OutboxEvent) -> bool:
+        doc = _event_doc(event)
+        try:
+            await self.db.outbox.insert_one(doc)
+        except DuplicateKeyError:
+            return False
+        return True
+
+    @_guarded
+    async def claim_events(self, owner: str, limit: int, lease_seconds: float, now: float) -> list[OutboxEvent]:
+        claimed = []
+        due = {
+            "$or": [
+                {"status": "pending", "next_attempt_at": {"$lte": now}},
+                {"status": "delivering", "lease_until": {"$lte": now}},
+            ]
+        }
+        for _ in range(limit):
+            doc = await self.db.outbox.find_one_and_update(
+                due,
+                {"$set": {"status": "delivering", "lease_owner": owner, "lease_until": now + lease_seconds}},
+                sort=[("next_attempt_at", ASCENDING)],
+                return_document=ReturnDocument.AFTER,
+            )
+            if doc is None:
+                break
+            claimed.append(_event(doc))
+        return claimed
+
+    @_guarded
+    async def ack_event(self, event_id: str, owner: str) -> None:
+        await self.db.outbox.update_one(
+            {"_id": event_id}, {"$set": {"status": "delivered", "lease_owner": None, "lease_until": 0.0}}
+        )
+
+    @_guarded
+    async def retry_event(self, event_id: str, owner: str, next_attempt_at: float, error: str) -> None:
+        await self.db.outbox.update_one(
+            {"_id": event_id, "status": "delivering"},
+            {
+                "$set": {
+                    "status": "pending",
+                    "next_attempt_at": next_attempt_at,
+                    "lease_owner": None,
+                    "lease_until": 0.0,
+                    "last_error": error,
+                },
+                "$inc": {"attempts": 1},
+            },
+        )
+
+    @_guarded
+    async def dead_letter_event(self, event_id: str, owner: str, error: str) -> None:
+        await self.db.outbox.update_one(
+            {"_id": event_id},
+            {
+                "$set": {"status": "dead", "lease_owner": None, "lease_until": 0.0, "last_error": error},
+                "$inc": {"attempts": 1},
+            },
+        )
+
+    @_guarded
+    async def list_events(self, status: EventStatus | None, limit: int) -> list[OutboxEvent]:
+        query = {} if status is None else {"status": status}
+        docs = await self.db.outbox.find(query).sort("created_at", ASCENDING).limit(limit).to_list(length=limit)
+        return [_event(d) for d in docs]
+
+    @_guarded
+    async def requeue_events(self, event_ids: list[str] | None, now: float) -> int:
+        query: dict[str, Any] = {"status": "dead"}
+        if event_ids is not None:
+            query["_id"] = {"$in": event_ids}
+        result = await self.db.outbox.update_many(
+            query, {"$set": {"status": "pending", "next_attempt_at": now, "attempts": 0}}
+        )
+        return int(result.modified_count)
+
+    @_guarded
+    async def purge_events(self, status: EventStatus, older_than: float) -> int:
+        result = await self.db.outbox.delete_many({"status": status, "created_at": {"$lt": older_than}})
+        return int(result.deleted_count)
+
+
+def _user(doc: dict[str, Any]) -> UserRecord:
+    return UserRecord(
+        appid=doc["appid"],
+        openid=doc["openid"],
+        unionid=doc.get("unionid"),
+        first_seen=doc["first_seen"],
+        last_seen=doc["last_seen"],
+        logins=doc.get("logins", 1),
+    )
+
+
+_EVENT_FIELDS = (
+    "type appid endpoint payload created_at status attempts next_attempt_at lease_owner lease_until last_error"
+).split()
+
+
+def _event_doc(event: OutboxEvent) -> dict[str, Any]:
+    doc = {name: getattr(event, name) for name in _EVENT_FIELDS}
+    doc["_id"] = event.id
+    return doc
+
+
+def _event(doc: dict[str, Any]) -> OutboxEvent:
+    fields: dict[str, Any] = {name: doc[name] for name in _EVENT_FIELDS if name in doc}
+    return OutboxEvent(id=doc["_id"], **fields)
