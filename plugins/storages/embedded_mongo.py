@@ -59,7 +59,12 @@ class EmbeddedMongo:
             "--db", self.db, "--host", "127.0.0.1", "-p", str(self.port),
             "--log-file", self.log_file, "--pid-file", str(pid_file),
         ]  # fmt: skip
-        self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        # our own interpreter and module, with arguments we built
+        self.process = subprocess.Popen(  # noqa: S603
+            command,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

@@ -11,6 +11,7 @@ duplicates a user or an event, and a failed one leaves no half-written record.
 from __future__ import annotations
 
 import atexit
+import dataclasses
 import datetime as dt
 import functools
 import inspect
@@ -477,9 +478,7 @@ def _user(doc: dict[str, Any]) -> UserRecord:
     )
 
 
-_EVENT_FIELDS = (
-    "type appid endpoint payload created_at status attempts next_attempt_at lease_owner lease_until last_error"
-).split()
+_EVENT_FIELDS = [f.name for f in dataclasses.fields(OutboxEvent) if f.name != "id"]
 
 
 def _event_doc(event: OutboxEvent) -> dict[str, Any]:

@@ -9,7 +9,7 @@ import sys
 
 if __name__ == "__main__":
     logging.getLogger("nx_27017").setLevel(logging.WARNING)
-    from nx_27017.nx_27017 import main
+    from nx_27017.nx_27017 import main  # type: ignore[import-untyped]
 
     sys.argv[0] = "nx-27017"
     main()
