@@ -23,7 +23,8 @@ from gateway.registry import Registry
 from gateway.step import Step, StepOptions
 from gateway.storage import Storage, StorageOptions
 
-FLOWS = ("login", "phone", "phone_oneshot", "userinfo")
+FLOWS = ("login", "phone", "phone_oneshot", "phone_code", "userinfo")
+FlowName = Literal["login", "phone", "phone_oneshot", "phone_code", "userinfo"]
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "config" / "gateway.yaml"
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -54,7 +55,7 @@ class AppConfig(_Strict):
     secret: SecretStr
     upstream: str = "sandbox"
     timeout: float = Field(5.0, gt=0, le=60)
-    pipelines: dict[Literal["login", "phone", "phone_oneshot", "userinfo"], list[RawStep]] = Field(default_factory=dict)
+    pipelines: dict[FlowName, list[RawStep]] = Field(default_factory=dict)
 
     @field_validator("secret")
     @classmethod
@@ -78,7 +79,7 @@ class AppConfig(_Strict):
 class _FileModel(_Strict):
     server: ServerConfig = Field(default_factory=ServerConfig)
     storage: StorageConfig = Field(default_factory=StorageConfig)
-    pipelines: dict[Literal["login", "phone", "phone_oneshot", "userinfo"], list[RawStep]] = Field(default_factory=dict)
+    pipelines: dict[FlowName, list[RawStep]] = Field(default_factory=dict)
     apps: dict[str, AppConfig] = Field(min_length=1)
 
     @field_validator("apps")
@@ -162,10 +163,14 @@ class _Document:
     def _interpolate(self, value: str, path: Path_) -> str:
         def substitute(match: re.Match[str]) -> str:
             name, default = match.group(1), match.group(2)
-            if name in self.env:
-                return self.env[name]
+            value = self.env.get(name)
+            # As in the shell: ${X:-d} gives d when X is unset or empty.
+            if value and default is not None:
+                return value
             if default is not None:
                 return default
+            if value is not None:
+                return value
             raise self.error(
                 path,
                 f"environment variable {name} is not set (write ${{{name}:-default}} to give a default)",
@@ -191,6 +196,9 @@ def _dotted(path: Path_) -> str:
     return out
 
 
+_SECRET_WORDS = ("secret", "key", "password", "token")
+
+
 def _describe(err: Mapping[str, Any], model: type[BaseModel] | None, loc: Path_) -> str:
     kind = err.get("type", "")
     if kind == "extra_forbidden":
@@ -201,7 +209,8 @@ def _describe(err: Mapping[str, Any], model: type[BaseModel] | None, loc: Path_)
         return "required key is missing"
     msg = str(err.get("msg", "invalid value"))
     msg = msg.removeprefix("Value error, ")
-    if "input" in err and kind not in ("model_type", "dict_type", "list_type"):
+    secret = any(word in str(part).lower() for part in loc for word in _SECRET_WORDS)
+    if "input" in err and not secret and kind not in ("model_type", "dict_type", "list_type"):
         got = err["input"]
         if not isinstance(got, dict | list):
             return f"{msg} (got {got!r})"

@@ -37,8 +37,10 @@ class DecryptionFailed(ValueError):
 
 
 def repair_base64(value: str) -> str:
-    """Undo transport damage: '+' that became ' ' in a query string, wrapped lines."""
-    return _WHITESPACE.sub("", value.strip()).replace(" ", "+")
+    """Undo transport damage: '+' that became ' ' in a query string, wrapped lines.
+
+    Base64 has no spaces, so every space was a '+', even a leading or trailing one."""
+    return _WHITESPACE.sub("", value).replace(" ", "+")
 
 
 def b64decode_strict(value: str, field: str) -> bytes:

@@ -8,7 +8,7 @@ from typing import ClassVar
 from gateway import Context, Secret, Session, Step, StepOptions
 from gateway.errors import InvalidField, MissingField
 
-_CODE = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
+_CODE = re.compile(r"[A-Za-z0-9_-]{1,128}")
 
 
 class Code2Session(Step[StepOptions]):
@@ -21,7 +21,7 @@ class Code2Session(Step[StepOptions]):
         code = ctx.fields.get("code")
         if not code:
             raise MissingField("code is required: the code from wx.login.")
-        if not _CODE.match(code):
+        if not _CODE.fullmatch(code):
             raise InvalidField("code is not a wx.login code.", hint="Send the code from wx.login unchanged.")
         answer = await ctx.wechat.code2session(code)
         unionid = answer.get("unionid") if isinstance(answer.get("unionid"), str) else None
