@@ -146,8 +146,12 @@ class FlowHandler(JSONHandler):
 
     @staticmethod
     def choose_flow(endpoint: str, token: str | None, fields: dict[str, str]) -> str:
-        if endpoint != "phone" or token is not None:
+        """/phone serves three flows: with a token, encryptedData (``phone``) or a one-time
+        phone code (``phone_code``); without one, a wx.login code (``phone_oneshot``)."""
+        if endpoint != "phone":
             return endpoint
+        if token is not None:
+            return "phone_code" if "code" in fields and "encryptedData" not in fields else "phone"
         if "code" in fields:
             return "phone_oneshot"
         raise Unauthorized(

@@ -47,7 +47,7 @@ class Gateway:
             base = self_url.rstrip("/") + SANDBOX_UPSTREAM_PATH if app.uses_sandbox else app.upstream
             self.apps[name] = AppRuntime(
                 config=app,
-                wechat=WeChatClient(app, base, http),
+                wechat=WeChatClient(app, base, self.storage, http),
                 pipelines={flow: Pipeline.build(flow, steps) for flow, steps in config.flows[name].items()},
             )
 

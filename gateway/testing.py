@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Mapping
 from typing import Any
@@ -81,7 +82,7 @@ def make_context(
         flow=flow,
         fields=dict(fields or {}),
         token=token,
-        wechat=WeChatClient(app, upstream_url),
+        wechat=WeChatClient(app, upstream_url, storage),
         storage=storage,
         log=structlog.get_logger("wxgate.test"),
         request_id="test",
@@ -106,11 +107,19 @@ class GatewayTestCase(AsyncHTTPTestCase):
     config_text: str | None = None
     env: Mapping[str, str] = {}
     app_name = "demo"
+    # Run on this storage whatever the file says (None: as configured). Tests of
+    # flows use memory; the storage's own tests run against every backend.
+    storage_plugin: str | None = "memory"
 
     def get_config(self) -> Config:
         if self.config_text is not None:
-            return parse_config(self.config_text, "<test config>", env=self.env)
-        return load_config(self.config_path, env=self.env)
+            config = parse_config(self.config_text, "<test config>", env=self.env)
+        else:
+            config = load_config(self.config_path, env=self.env)
+        if self.storage_plugin is not None and config.storage_cls.name != self.storage_plugin:
+            cls = Registry.discover().storages[self.storage_plugin]
+            config = dataclasses.replace(config, storage_cls=cls, storage_options=cls.Options())
+        return config
 
     def get_app(self) -> Application:
         self.config = self.get_config()

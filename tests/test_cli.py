@@ -123,39 +123,62 @@ def test_encrypt_then_decrypt() -> None:
     assert crypto.decrypt_json(key, enc["iv"], enc["encryptedData"])["x"] == "\u4f60\u597d"
 
 
-def test_run_py_serves_the_embedded_default() -> None:
-    """The README's first command: `python run.py` with no set-up serves a working demo."""
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "run.py", "--port", str(port)],
-        cwd=ROOT,
+def start_run_py(workdir: Path, port: int) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, str(ROOT / "run.py"), "--port", str(port)],
+        cwd=workdir,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
         env={**os.environ, "WXGATE_LOG_FORMAT": "json"},
     )
+
+
+def stop(proc: subprocess.Popen[str]) -> list[dict[str, Any]]:
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 0, out
+    assert phone_for("cli-user") not in out
+    return [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+
+
+def test_run_py_serves_the_embedded_default_and_persists(tmp_path: Path) -> None:
+    """The README's first command: `python run.py` with no set-up serves a working demo
+    on the embedded MongoDB, whose data (under ./var) survives a restart."""
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    proc = start_run_py(tmp_path, port)
     try:
-        base = f"http://127.0.0.1:{port}"
         wait_until_up(base + "/healthz", proc)
         _, device_login = post(base + "/_sandbox/demo/wx.login", {"user": "cli-user"})
         status, login = post(base + "/v1/demo/login", {"code": device_login["code"]})
         assert status == 200, login
         _, device = post(base + "/_sandbox/demo/getPhoneNumber", {"user": "cli-user"})
-        status, phone = post(
-            base + "/v1/demo/phone", {"encryptedData": device["encryptedData"], "iv": device["iv"]}, login["token"]
-        )
+        fields = {"encryptedData": device["encryptedData"], "iv": device["iv"]}
+        status, phone = post(base + "/v1/demo/phone", fields, login["token"])
         assert status == 200, phone
         assert phone["purePhoneNumber"] == phone_for("cli-user")
     finally:
-        proc.send_signal(signal.SIGTERM)
-        out, _ = proc.communicate(timeout=20)
-    assert proc.returncode == 0, out
-    events = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+        events = stop(proc)
     names = [e["event"] for e in events]
     assert names[0] == "gateway_started"
     assert names[-1] == "gateway_stopped"
     assert sum(1 for e in events if e["event"] == "request" and e.get("flow") == "phone") == 1
-    assert phone_for("cli-user") not in out
+    assert (tmp_path / "var" / "mongo" / "wxgate.db").is_file()
+    assert (tmp_path / "var" / "mongo" / "storage.key").stat().st_mode & 0o777 == 0o600
+
+    # Restarted: the login token from before still works (the sandbox, in memory, starts
+    # afresh, so the phone comes through the phone-code flow, which needs no old key).
+    proc = start_run_py(tmp_path, port)
+    try:
+        wait_until_up(base + "/healthz", proc)
+        post(base + "/_sandbox/demo/wx.login", {"user": "cli-user"})
+        _, device = post(base + "/_sandbox/demo/getPhoneNumber", {"user": "cli-user"})
+        status, phone = post(base + "/v1/demo/phone", {"code": device["code"]}, login["token"])
+        assert status == 200, phone
+        assert phone["purePhoneNumber"] == phone_for("cli-user")
+    finally:
+        stop(proc)
 
 
 def test_standalone_sandbox_is_a_real_upstream(tmp_path: Path) -> None:

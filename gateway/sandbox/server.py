@@ -53,6 +53,7 @@ class _UpstreamHandler(_SandboxHandler):
     api = ""
 
     async def prepare(self) -> None:
+        self.world.calls[self.api] = self.world.calls.get(self.api, 0) + 1
         fault = self.world.faults.get(self.api)
         if fault is None or fault.count <= 0:
             return
@@ -108,6 +109,22 @@ class StableTokenHandler(_UpstreamHandler):
         self.answer({"access_token": token, "expires_in": expires_in})
 
 
+class LegacyTokenHandler(_UpstreamHandler):
+    """The old GET /cgi-bin/token: every call invalidates the previous token, which is
+    how two servers refreshing on their own knock each other out (errcode 40001)."""
+
+    api = "token"
+
+    def get(self) -> None:
+        app = self.world.app(self.get_query_argument("appid", ""))
+        if app is None:
+            return self.errcode(40013, "invalid appid")
+        if not crypto.constant_time_equal(self.get_query_argument("secret", ""), app.secret):
+            return self.errcode(40125, "invalid appsecret")
+        token, expires_in = self.world.issue_token(app.appid, force_refresh=True)
+        self.answer({"access_token": token, "expires_in": expires_in})
+
+
 class PhoneNumberHandler(_UpstreamHandler):
     api = "getuserphonenumber"
 
@@ -140,6 +157,13 @@ class CheckSessionHandler(_UpstreamHandler):
         if sim is None or not crypto.constant_time_equal(signature, crypto.checksession_signature(sim.session_key)):
             return self.errcode(87009, "invalid signature")
         self.answer({"errcode": 0, "errmsg": "ok"})
+
+
+class StatsHandler(_SandboxHandler):
+    """GET: how many times each upstream API was called (tests count token refreshes)."""
+
+    def get(self) -> None:
+        self.answer({"calls": self.world.calls})
 
 
 class FaultsHandler(_SandboxHandler):
@@ -240,9 +264,11 @@ def sandbox_routes(world: SandboxWorld, upstream_prefix: str) -> list[tornado.ro
     return [
         tornado.web.url(up + "/sns/jscode2session", Code2SessionHandler, args),
         tornado.web.url(up + "/cgi-bin/stable_token", StableTokenHandler, args),
+        tornado.web.url(up + "/cgi-bin/token", LegacyTokenHandler, args),
         tornado.web.url(up + "/wxa/business/getuserphonenumber", PhoneNumberHandler, args),
         tornado.web.url(up + "/wxa/checksession", CheckSessionHandler, args),
         tornado.web.url("/_sandbox/_faults", FaultsHandler, args),
+        tornado.web.url("/_sandbox/_stats", StatsHandler, args),
         tornado.web.url(r"/_sandbox/([^/]+)/wx\.login", WxLoginHandler, args),
         tornado.web.url(r"/_sandbox/([^/]+)/getPhoneNumber", GetPhoneNumberHandler, args),
         tornado.web.url(r"/_sandbox/([^/]+)/getUserProfile", GetUserProfileHandler, args),

@@ -66,6 +66,7 @@ class SandboxWorld:
     phone_codes: dict[str, OneTimeCode] = field(default_factory=dict)
     tokens: dict[str, dict[str, float]] = field(default_factory=dict)
     faults: dict[str, Fault] = field(default_factory=dict)
+    calls: dict[str, int] = field(default_factory=dict)
     # Every session key and access token ever issued: leak tests grep for them.
     issued_secrets: list[str] = field(default_factory=list)
 

@@ -9,9 +9,7 @@ they are never logged: only the API's name is.
 
 from __future__ import annotations
 
-import asyncio
 import json
-import time
 from typing import Any
 from urllib.parse import urlencode
 
@@ -27,21 +25,19 @@ from gateway.errors import (
     error_for_errcode,
 )
 from gateway.secret import Secret
+from gateway.storage import Storage
 from gateway.wechat.crypto import checksession_signature
+from gateway.wechat.tokens import AccessTokens
 
 TOKEN_ERRCODES = frozenset({40001, 40014, 42001})
-# Renew a cached access token this long before WeChat says it expires.
-TOKEN_MARGIN_SECONDS = 300
 
 
 class WeChatClient:
-    def __init__(self, app: AppConfig, base_url: str, http: AsyncHTTPClient | None = None) -> None:
+    def __init__(self, app: AppConfig, base_url: str, storage: Storage, http: AsyncHTTPClient | None = None) -> None:
         self.app = app
         self.base_url = base_url.rstrip("/")
         self._http = http
-        self._token: Secret | None = None
-        self._token_expires = 0.0
-        self._token_lock = asyncio.Lock()
+        self.tokens = AccessTokens(app.appid, storage, self.fetch_access_token)
         self.calls: dict[str, int] = {}
 
     @property
@@ -63,25 +59,30 @@ class WeChatClient:
             raise UpstreamError(log_detail="jscode2session: answer without openid/session_key")
         return answer
 
-    async def access_token(self, force_refresh: bool = False) -> Secret:
-        async with self._token_lock:
-            if not force_refresh and self._token is not None and time.time() < self._token_expires:
-                return self._token
-            body = {
-                "grant_type": "client_credential",
-                "appid": self.app.appid,
-                "secret": self.app.secret.get_secret_value(),
-                "force_refresh": False,
-            }
-            answer = await self._call("stable_token", "POST", "/cgi-bin/stable_token", body=body)
-            token = answer.get("access_token")
-            if not isinstance(token, str) or not token:
-                raise UpstreamError(log_detail="stable_token: answer without access_token")
-            expires_in = answer.get("expires_in", 7200)
-            ttl = expires_in if isinstance(expires_in, int) else 7200
-            self._token = Secret(token)
-            self._token_expires = time.time() + max(ttl - TOKEN_MARGIN_SECONDS, 30)
-            return self._token
+    async def fetch_access_token(self) -> tuple[str, int]:
+        """A token from stable_token (normal mode: it does not invalidate the previous one)."""
+        body = {
+            "grant_type": "client_credential",
+            "appid": self.app.appid,
+            "secret": self.app.secret.get_secret_value(),
+            "force_refresh": False,
+        }
+        answer = await self._call("stable_token", "POST", "/cgi-bin/stable_token", body=body)
+        token, expires_in = answer.get("access_token"), answer.get("expires_in", 7200)
+        if not isinstance(token, str) or not token:
+            raise UpstreamError(log_detail="stable_token: answer without access_token")
+        return token, expires_in if isinstance(expires_in, int) and expires_in > 0 else 7200
+
+    async def get_phone_number(self, code: str, openid: str | None = None) -> dict[str, Any]:
+        """The newer flow: a one-time phone code from the button -> phone_info."""
+        body: dict[str, Any] = {"code": code}
+        if openid:
+            body["openid"] = openid
+        answer = await self._call_with_token("getuserphonenumber", "POST", "/wxa/business/getuserphonenumber", {}, body)
+        info = answer.get("phone_info")
+        if not isinstance(info, dict):
+            raise UpstreamError(log_detail="getuserphonenumber: answer without phone_info")
+        return info
 
     async def check_session(self, openid: str, session_key: Secret) -> None:
         """Raises SessionKeyStale when WeChat no longer holds this session_key."""
@@ -95,13 +96,12 @@ class WeChatClient:
     async def _call_with_token(
         self, api: str, method: str, path: str, query: dict[str, str], body: dict[str, Any] | None = None
     ) -> dict[str, Any]:
-        token = await self.access_token()
+        token = await self.tokens.get()
         try:
             return await self._call(api, method, path, {**query, "access_token": token.reveal()}, body)
         except _StaleToken:
-            # Another process or server refreshed it: take the current one and resend once.
-            self._token = None
-            token = await self.access_token()
+            # Invalidated elsewhere (another server refreshed) or expired: a fresh one, resent once.
+            token = await self.tokens.get(reject=token.reveal())
             return await self._call(api, method, path, {**query, "access_token": token.reveal()}, body)
 
     async def _call(
