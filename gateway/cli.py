@@ -14,13 +14,12 @@ import tornado.netutil
 from tornado.httpserver import HTTPServer
 
 from gateway import __version__
-from gateway.app import make_app
 from gateway.config import DEFAULT_CONFIG, load_config
 from gateway.errors import ConfigError
 from gateway.logs import configure_logging, get_logger
 from gateway.registry import PluginError
-from gateway.runtime import Gateway
 from gateway.sandbox import SandboxApp, SandboxWorld, make_sandbox_app
+from gateway.server import serve
 from gateway.wechat import crypto
 
 
@@ -48,6 +47,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--config", default=str(DEFAULT_CONFIG), help="YAML file (default: %(default)s)")
     serve.add_argument("--host", help="listen address (overrides server.host)")
     serve.add_argument("--port", type=int, help="listen port (overrides server.port; 0 picks a free one)")
+    serve.add_argument(
+        "--processes", type=int, default=1, help="worker processes sharing the port (0: one per CPU; default 1)"
+    )
     serve.set_defaults(func=_serve)
 
     validate = sub.add_parser("validate", help="check a configuration file; exit 0 when valid")
@@ -79,31 +81,7 @@ def _serve(args: argparse.Namespace) -> int:
     configure_logging(config.server.log_format)
     host = args.host or config.server.host
     port = config.server.port if args.port is None else args.port
-    sockets = tornado.netutil.bind_sockets(port, host)
-    port = sockets[0].getsockname()[1]
-    self_host = "127.0.0.1" if host in ("", "0.0.0.0", "::") else host  # noqa: S104 (a comparison)
-    self_url = f"http://{'[' + self_host + ']' if ':' in self_host else self_host}:{port}"
-
-    async def run() -> None:
-        tornado.httpclient.AsyncHTTPClient.configure(None, max_clients=256)
-        gateway = Gateway(config, self_url)
-        await gateway.start()
-        server = HTTPServer(make_app(gateway), xheaders=True)
-        server.add_sockets(sockets)
-        log = get_logger()
-        log.info("gateway_started", url=self_url, config=config.path, digest=config.digest, apps=list(config.apps))
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        await stop.wait()
-        server.stop()
-        await server.close_all_connections()
-        await gateway.close()
-        log.info("gateway_stopped")
-
-    asyncio.run(run())
-    return 0
+    return serve(config, host, port, args.processes)
 
 
 def _validate(args: argparse.Namespace) -> int:

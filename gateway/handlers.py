@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import time
 import uuid
@@ -225,4 +226,4 @@ class NotFoundHandler(JSONHandler):
 
 class HealthHandler(JSONHandler):
     def get(self) -> None:
-        self.write_json({"status": "ok", "config": self.gateway.config.digest})
+        self.write_json({"status": "ok", "config": self.gateway.config.digest, "pid": os.getpid()})

@@ -30,9 +30,11 @@ class Gateway:
     apps with ``upstream: sandbox`` call the sandbox mounted there, over real HTTP.
     """
 
-    def __init__(self, config: Config, self_url: str, http: AsyncHTTPClient | None = None) -> None:
+    def __init__(
+        self, config: Config, self_url: str, http: AsyncHTTPClient | None = None, storage: Storage | None = None
+    ) -> None:
         self.config = config
-        self.storage: Storage = config.storage_cls(config.storage_options)
+        self.storage: Storage = storage if storage is not None else config.storage_cls(config.storage_options)
         self.sandbox: SandboxWorld | None = None
         if config.uses_sandbox:
             self.sandbox = SandboxWorld(

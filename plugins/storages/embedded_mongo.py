@@ -53,6 +53,7 @@ class EmbeddedMongo:
             )
         if self.db != "memory":
             Path(self.db).parent.mkdir(parents=True, exist_ok=True)
+        os.makedirs(self.workdir, mode=0o700, exist_ok=True)  # stop() removed it
         pid_file = Path(self.workdir) / "nx.pid"
         command = [
             sys.executable, "-m", "wxgate_plugins.storages.nx_quiet",

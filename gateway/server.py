@@ -1,0 +1,78 @@
+"""Serving: bind, (optionally) fork workers, run the app until SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+
+import structlog.contextvars
+import tornado.httpclient
+import tornado.netutil
+from tornado.httpserver import HTTPServer
+
+from gateway.app import make_app
+from gateway.config import Config
+from gateway.errors import ConfigError
+from gateway.logs import get_logger
+from gateway.prefork import run_workers
+from gateway.runtime import Gateway
+from gateway.storage import Storage
+
+
+def self_url_for(host: str, port: int) -> str:
+    """How this gateway reaches itself (for the mounted sandbox)."""
+    host = "127.0.0.1" if host in ("", "0.0.0.0", "::") else host  # noqa: S104 (a comparison)
+    return f"http://{'[' + host + ']' if ':' in host else host}:{port}"
+
+
+def serve(config: Config, host: str, port: int, processes: int = 1) -> int:
+    if processes == 0:
+        processes = os.cpu_count() or 1
+    if processes > 1 and config.uses_sandbox:
+        # Each worker would hold its own simulated WeChat: codes issued by one would be
+        # unknown to another. One shared fake upstream keeps the test honest.
+        raise ConfigError(
+            f"{config.path}: --processes {processes} cannot serve apps with upstream: sandbox "
+            "(each worker would simulate its own WeChat); run `wxgate sandbox` and set "
+            "upstream: http://127.0.0.1:<its port> instead"
+        )
+    sockets = tornado.netutil.bind_sockets(port, host)
+    bound_port = sockets[0].getsockname()[1]
+    storage = config.storage_cls(config.storage_options)
+    storage.before_fork()  # e.g. the embedded MongoDB, shared by all workers
+
+    def work(worker_id: int) -> None:
+        structlog.contextvars.bind_contextvars(worker=worker_id, pid=os.getpid())
+        asyncio.run(_run_worker(config, storage, sockets, self_url_for(host, bound_port)))
+
+    try:
+        if processes == 1:
+            work(0)
+            return 0
+        return run_workers(processes, work)
+    finally:
+        for sock in sockets:
+            sock.close()
+        if processes > 1:
+            asyncio.run(storage.close())  # the parent owns what before_fork started
+
+
+async def _run_worker(config: Config, storage: Storage, sockets: list[socket.socket], self_url: str) -> None:
+    tornado.httpclient.AsyncHTTPClient.configure(None, max_clients=256)
+    gateway = Gateway(config, self_url, storage=storage)
+    await gateway.start()
+    server = HTTPServer(make_app(gateway), xheaders=True)
+    server.add_sockets(sockets)
+    log = get_logger()
+    log.info("gateway_started", url=self_url, config=config.path, digest=config.digest, apps=list(config.apps))
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    server.stop()
+    await server.close_all_connections()
+    await gateway.close()
+    log.info("gateway_stopped")

@@ -1,0 +1,181 @@
+"""Several gateway processes against one MongoDB wire-protocol server and one upstream.
+
+Real processes on real ports: the standalone sandbox (`wxgate sandbox`) plays WeChat
+for all of them, so access-token refreshes are counted where WeChat would count them.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gateway.sandbox.world import phone_for
+from tests.test_cli import ROOT, WXGATE, free_port, post, run_cli, wait_until_up
+from tests.test_storage_contract import STORAGE_KEY
+
+
+def config_text(mongo_uri: str, sandbox_port: int) -> str:
+    return f"""
+server: {{log_format: json}}
+storage:
+  plugin: mongo
+  options: {{uri: "{mongo_uri}", database: "mp{uuid.uuid4().hex[:10]}", encryption_key: "{STORAGE_KEY}"}}
+pipelines:
+  login: [code2session, persist_user, issue_session]
+  phone: [check_session, {{decrypt: {{kind: phone}}}}, watermark, mask_guard, persist_phone, respond]
+  phone_code: [check_session, phone_code, watermark, mask_guard, persist_phone, respond]
+apps:
+  shop:
+    appid: wx00000000000shop
+    secret: shop-secret-1234
+    upstream: http://127.0.0.1:{sandbox_port}
+"""
+
+
+class Cluster:
+    def __init__(self, tmp_path: Path, mongo_uri: str) -> None:
+        self.sandbox_port = free_port()
+        self.config = tmp_path / "cluster.yaml"
+        self.config.write_text(config_text(mongo_uri, self.sandbox_port))
+        self.sandbox_url = f"http://127.0.0.1:{self.sandbox_port}"
+        self.procs: list[subprocess.Popen[str]] = []
+        self.start([WXGATE, "sandbox", "--config", str(self.config), "--port", str(self.sandbox_port)])
+        wait_until_up(self.sandbox_url + "/_sandbox/_stats", self.procs[0])
+
+    def start(self, command: list[str]) -> subprocess.Popen[str]:
+        proc = subprocess.Popen(
+            command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+        )
+        self.procs.append(proc)
+        return proc
+
+    def gateway(self, *extra: str) -> str:
+        port = free_port()
+        proc = self.start([WXGATE, "serve", "--config", str(self.config), "--port", str(port), *extra])
+        url = f"http://127.0.0.1:{port}"
+        wait_until_up(url + "/healthz", proc)
+        return url
+
+    def stats(self) -> dict[str, int]:
+        with urllib.request.urlopen(self.sandbox_url + "/_sandbox/_stats", timeout=5) as response:
+            calls: dict[str, int] = json.loads(response.read())["calls"]
+            return calls
+
+    def device(self, action: str, user: str) -> dict[str, Any]:
+        status, body = post(f"{self.sandbox_url}/_sandbox/shop/{action}", {"user": user})
+        assert status == 200, body
+        return body
+
+    def stop(self) -> list[str]:
+        outputs = []
+        for proc in reversed(self.procs):
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+            out, _ = proc.communicate(timeout=30)
+            outputs.append(out)
+        return outputs
+
+
+@pytest.fixture
+def cluster(tmp_path: Path, mongo_uri: str) -> Iterator[Cluster]:
+    running = Cluster(tmp_path, mongo_uri)
+    yield running
+    running.stop()
+
+
+def login(cluster: Cluster, gateway: str, user: str) -> str:
+    code = cluster.device("wx.login", user)["code"]
+    status, body = post(gateway + "/v1/shop/login", {"code": code})
+    assert status == 200, body
+    return str(body["token"])
+
+
+def test_login_on_one_process_phone_on_another(cluster: Cluster) -> None:
+    gw1, gw2 = cluster.gateway(), cluster.gateway()
+    token = login(cluster, gw1, "ann")
+    device = cluster.device("getPhoneNumber", "ann")
+    status, body = post(gw2 + "/v1/shop/phone", {"encryptedData": device["encryptedData"], "iv": device["iv"]}, token)
+    assert status == 200, body
+    assert body["purePhoneNumber"] == phone_for("ann")
+    # the session-key race recovered across processes: data from before a second login
+    device = cluster.device("getPhoneNumber", "ann")
+    login(cluster, gw2, "ann")
+    status, body = post(gw1 + "/v1/shop/phone", {"encryptedData": device["encryptedData"], "iv": device["iv"]}, token)
+    assert status == 200, body
+
+
+def test_one_access_token_refresh_for_all_processes(cluster: Cluster) -> None:
+    gateways = [cluster.gateway(), cluster.gateway()]
+    tokens = {user: login(cluster, gateways[i % 2], user) for i, user in enumerate(f"u{i}" for i in range(8))}
+    requests = []
+    for round_ in range(4):
+        for i, (user, token) in enumerate(tokens.items()):
+            code = cluster.device("getPhoneNumber", user)["code"]
+            requests.append((gateways[(i + round_) % 2], user, token, code))
+    assert cluster.stats().get("stable_token", 0) == 0
+
+    def call(item: tuple[str, str, str, str]) -> tuple[int, dict[str, Any], str]:
+        gateway, user, token, code = item
+        status, body = post(gateway + "/v1/shop/phone", {"code": code}, token)
+        return status, body, user
+
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        results = list(pool.map(call, requests))
+    assert len(results) == 32
+    for status, body, user in results:
+        assert status == 200, body
+        assert body["purePhoneNumber"] == phone_for(user)
+    assert cluster.stats()["stable_token"] == 1
+    assert cluster.stats()["getuserphonenumber"] == 32
+
+    # Another server uses the old /cgi-bin/token, which invalidates ours (the classic 40001):
+    # each process resends once, and between them they fetch one new token.
+    with urllib.request.urlopen(
+        cluster.sandbox_url
+        + "/cgi-bin/token?grant_type=client_credential&appid=wx00000000000shop&secret=shop-secret-1234",
+        timeout=5,
+    ) as response:
+        assert "access_token" in json.loads(response.read())
+    for gateway in gateways:
+        code = cluster.device("getPhoneNumber", "u0")["code"]
+        status, body = post(gateway + "/v1/shop/phone", {"code": code}, tokens["u0"])
+        assert status == 200, body
+    assert cluster.stats()["stable_token"] == 2
+
+
+def test_prefork_workers_share_the_port(cluster: Cluster) -> None:
+    gateway = cluster.gateway("--processes", "2")
+    pids = set()
+    for _ in range(60):
+        with urllib.request.urlopen(gateway + "/healthz", timeout=5) as response:
+            pids.add(json.loads(response.read())["pid"])
+        if len(pids) == 2:
+            break
+    parent = cluster.procs[-1]
+    children = subprocess.run(["pgrep", "-P", str(parent.pid)], capture_output=True, text=True).stdout.split()
+    assert len(children) == 2
+    assert pids <= {int(pid) for pid in children}
+    token = login(cluster, gateway, "pre")
+    code = cluster.device("getPhoneNumber", "pre")["code"]
+    assert post(gateway + "/v1/shop/phone", {"code": code}, token)[0] == 200
+    parent.send_signal(signal.SIGTERM)
+    out, _ = parent.communicate(timeout=30)
+    assert parent.returncode == 0, out
+    assert out.count('"gateway_stopped"') == 2
+    assert subprocess.run(["pgrep", "-P", str(parent.pid)], capture_output=True).returncode == 1
+
+
+def test_prefork_refuses_the_mounted_sandbox() -> None:
+    result = run_cli("serve", "--processes", "2", "--port", "0")
+    assert result.returncode == 2
+    assert "upstream: sandbox" in result.stderr
+    assert "wxgate sandbox" in result.stderr

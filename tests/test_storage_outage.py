@@ -1,0 +1,77 @@
+"""MongoDB stopped and restarted under a running gateway: 503s, then recovery, no damage."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gateway.sandbox.world import phone_for
+from gateway.testing import GatewayTestCase
+from tests.test_storage_contract import STORAGE_KEY
+from wxgate_plugins.storages.embedded_mongo import EmbeddedMongo
+
+CONFIG = """
+storage:
+  plugin: mongo
+  options: {{uri: "{uri}", database: outage, timeout_ms: 400, encryption_key: "{key}"}}
+pipelines:
+  login: [code2session, persist_user, issue_session]
+  phone: [check_session, {{decrypt: {{kind: phone}}}}, watermark, mask_guard, persist_phone, respond]
+apps:
+  demo: {{appid: wx0000000000demo0, secret: s3cret-demo, upstream: sandbox}}
+"""
+
+
+@pytest.fixture
+def server(tmp_path: Path, request: pytest.FixtureRequest) -> Any:
+    mongo = EmbeddedMongo(db=str(tmp_path / "outage.db"))
+    mongo.start()
+    request.cls.mongo = mongo
+    yield mongo
+    mongo.stop()
+
+
+@pytest.mark.usefixtures("server")
+class StorageOutageTest(GatewayTestCase):
+    storage_plugin = None
+    mongo: EmbeddedMongo
+
+    def get_config(self) -> Any:
+        self.config_text = CONFIG.format(uri=self.mongo.uri, key=STORAGE_KEY)
+        return super().get_config()
+
+    def test_outage_gives_503_then_recovers_without_duplicates(self) -> None:
+        token = self.login("olga")["token"]
+        device = self.get_phone_number("olga")
+        fields = {"encryptedData": device["encryptedData"], "iv": device["iv"]}
+
+        self.mongo.stop()
+        status, body, response = self.call("/v1/demo/phone", fields, token=token)
+        assert (status, body["error"]["code"]) == (503, "storage_unavailable")
+        assert int(response.headers["Retry-After"]) > 0
+        code = self.wx_login("olga")
+        status, body, _ = self.call("/v1/demo/login", {"code": code})
+        assert (status, body["error"]["code"]) == (503, "storage_unavailable")
+
+        self.mongo.start()  # same port, same file
+        # the failed login stored nothing: the key from before the outage still opens the data
+        status, body, _ = self.call("/v1/demo/phone", fields, token=token)
+        assert status == 200, body
+        self.login("olga")
+        device = self.get_phone_number("olga")
+        status, body, _ = self.call(
+            "/v1/demo/phone", {"encryptedData": device["encryptedData"], "iv": device["iv"]}, token=token
+        )
+        assert status == 200, body
+        assert body["purePhoneNumber"] == phone_for("olga")
+
+        storage: Any = self.gateway.storage
+        world: Any = self.gateway.sandbox
+        openid = world.users[("wx0000000000demo0", "olga")].openid
+        user = self.io_loop.run_sync(lambda: storage.get_user("wx0000000000demo0", openid))
+        assert user is not None
+        assert user.logins == 2  # the login during the outage wrote nothing
+        count = self.io_loop.run_sync(lambda: storage.db.users.count_documents({}))
+        assert count == 1
