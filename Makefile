@@ -3,13 +3,15 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint typecheck unit clean
+.PHONY: install run test lint typecheck unit clean
 
 $(BIN)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[test,embedded,motor]'
 	touch $@
+
+install: $(BIN)/.installed
 
 run: $(BIN)/.installed
 	$(BIN)/python run.py serve
