@@ -53,7 +53,9 @@ class MongoOptions(StorageOptions):
     max_pool_size: int = Field(100, ge=1, le=10_000)
     data_dir: str = Field("var/mongo", description="Where uri: embedded keeps its database and key.")
     encryption_key: SecretStr = Field(
-        SecretStr("auto"), description="Base64 of 32 bytes; 'auto' (embedded only) keeps one in data_dir."
+        SecretStr("auto"),
+        description="Base64 of 32 bytes; 'auto' (embedded only) keeps one in data_dir.",
+        validate_default=True,  # the default 'auto' must be checked against uri too
     )
     old_encryption_keys: list[SecretStr] = Field(
         default_factory=list, description="Former keys: records sealed with them still open."
