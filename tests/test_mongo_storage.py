@@ -67,7 +67,8 @@ def test_key_rotation_old_records_open_new_writes_use_new_key(mongo_uri: str) ->
         rotated = mongo(mongo_uri, db, new, old=[old])
         await rotated.start()
         keys = await rotated.get_session_keys("wxapp", "o1")
-        assert keys is not None and keys.session_key == KEY_A
+        assert keys is not None
+        assert keys.session_key == KEY_A
         await rotated.rotate_session_key("wxapp", "o1", None, KEY_B)
         raw = await rotated.db.session_keys.find_one({"_id": "wxapp:o1"})
         assert raw["key"].split(".")[1] == key_id(parse_key(new))
@@ -77,7 +78,8 @@ def test_key_rotation_old_records_open_new_writes_use_new_key(mongo_uri: str) ->
         new_only = mongo(mongo_uri, db, new)
         await new_only.start()
         keys = await new_only.get_session_keys("wxapp", "o1")
-        assert keys is not None and (keys.session_key, keys.previous_session_key) == (KEY_B, KEY_A)
+        assert keys is not None
+        assert (keys.session_key, keys.previous_session_key) == (KEY_B, KEY_A)
         await new_only.close()
 
         old_only = mongo(mongo_uri, db, old)
@@ -110,12 +112,14 @@ def test_embedded_mode_starts_its_own_server_and_keeps_a_private_key(tmp_path: P
         try:
             await storage.upsert_user("wxapp", "o1", None, 1.0)
             assert storage.embedded is not None
-            assert storage.uri is not None and storage.uri.startswith("mongodb://127.0.0.1:")
+            assert storage.uri is not None
+            assert storage.uri.startswith("mongodb://127.0.0.1:")
         finally:
             await storage.close()
 
     asyncio.run(main())
-    assert storage.embedded is not None and storage.embedded.process is not None
+    assert storage.embedded is not None
+    assert storage.embedded.process is not None
     assert storage.embedded.process.poll() is not None  # stopped with the storage
     key_file = tmp_path / "data" / "storage.key"
     assert key_file.stat().st_mode & 0o777 == 0o600
@@ -128,7 +132,8 @@ def test_embedded_mode_starts_its_own_server_and_keeps_a_private_key(tmp_path: P
         await again.start()
         try:
             user = await again.get_user("wxapp", "o1")
-            assert user is not None and user.first_seen == 1.0
+            assert user is not None
+            assert user.first_seen == 1.0
         finally:
             await again.close()
 

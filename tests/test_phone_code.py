@@ -92,7 +92,11 @@ HASHED = """
 storage: {plugin: memory}
 pipelines:
   login: [code2session, persist_user, issue_session]
-  phone: [check_session, {decrypt: {kind: phone}}, watermark, mask_guard, {persist_phone: {store_phone: hashed, hash_key: "0123456789abcdef-hash"}}, respond]
+  phone:
+    - check_session
+    - decrypt: {kind: phone}
+    - persist_phone: {store_phone: hashed, hash_key: "0123456789abcdef-hash"}
+    - respond
   phone_code: [check_session, phone_code, {persist_phone: {store_phone: masked}}, respond]
 apps:
   demo: {appid: wx0000000000demo0, secret: demo-secret-123, upstream: sandbox}
