@@ -137,8 +137,9 @@ def wrk(url: str, lines: list[str], duration: int, connections: int, workdir: Pa
     data.write_text("\n".join(lines) + "\n")
     script = workdir / "requests.lua"
     script.write_text(WRK_SCRIPT)
+    command = ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency", "--timeout", "5s"]
     result = subprocess.run(
-        ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency", "--timeout", "5s", "-s", str(script), url, "--", str(data)],
+        [*command, "-s", str(script), url, "--", str(data)],
         capture_output=True, text=True, timeout=duration + 60, check=True,
     )  # fmt: skip
     return parse_wrk(result.stdout)
@@ -185,7 +186,7 @@ async def storage_throughput(mongo_uri: str, seconds: float = 3.0) -> dict[str, 
             done = 0
             deadline = time.monotonic() + seconds
 
-            async def worker(n: int) -> None:
+            async def worker(n: int, deadline: float = deadline) -> None:
                 nonlocal done
                 i = 0
                 while time.monotonic() < deadline:
