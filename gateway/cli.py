@@ -7,6 +7,7 @@ import asyncio
 import json
 import signal
 import sys
+import time
 from collections.abc import Sequence
 
 import tornado.httpclient
@@ -15,8 +16,9 @@ from tornado.httpserver import HTTPServer
 
 from gateway import __version__
 from gateway.config import DEFAULT_CONFIG, load_config
-from gateway.errors import ConfigError
+from gateway.errors import ConfigError, GatewayError
 from gateway.logs import configure_logging, get_logger
+from gateway.pipeline import Pipeline
 from gateway.registry import PluginError
 from gateway.sandbox import SandboxApp, SandboxWorld, make_sandbox_app
 from gateway.server import serve
@@ -68,6 +70,21 @@ def _parser() -> argparse.ArgumentParser:
     encrypt.add_argument("--json", required=True, help="the plaintext JSON object")
     encrypt.set_defaults(func=_encrypt)
 
+    events = sub.add_parser("events", help="inspect and repair the webhook outbox")
+    events.add_argument("--config", default=str(DEFAULT_CONFIG), help="YAML file (default: %(default)s)")
+    actions = events.add_subparsers(dest="action", required=True)
+    listing = actions.add_parser("list", help="list events, newest last")
+    listing.add_argument("--status", choices=EVENT_STATUSES, help="only events in this state")
+    listing.add_argument("--limit", type=int, default=50)
+    listing.add_argument("--json", action="store_true", help="one JSON object per line")
+    retry = actions.add_parser("retry", help="put dead-lettered events back in the queue")
+    retry.add_argument("ids", nargs="*", help="event ids as listed (default: none; see --all)")
+    retry.add_argument("--all", action="store_true", help="every dead-lettered event")
+    purge = actions.add_parser("purge", help="delete delivered or dead events older than a given age")
+    purge.add_argument("--status", choices=("delivered", "dead"), required=True)
+    purge.add_argument("--older-than", required=True, help="age such as 30s, 15m, 12h or 7d")
+    events.set_defaults(func=_events)
+
     sandbox = sub.add_parser("sandbox", help="run only the fake WeChat upstream")
     sandbox.add_argument("--config", default=str(DEFAULT_CONFIG), help="apps to simulate (default: %(default)s)")
     sandbox.add_argument("--host", default="127.0.0.1")
@@ -84,8 +101,68 @@ def _serve(args: argparse.Namespace) -> int:
     return serve(config, host, port, args.processes)
 
 
+EVENT_STATUSES = ("pending", "delivering", "delivered", "dead")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _age_seconds(text: str) -> float:
+    if len(text) < 2 or text[-1] not in _UNITS or not text[:-1].isdigit():
+        raise ValueError(f"--older-than {text!r}: expected a number and a unit, such as 30s, 15m, 12h or 7d")
+    return int(text[:-1]) * _UNITS[text[-1]]
+
+
+def _events(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    if config.storage_cls.name == "memory":
+        print("wxgate events: storage 'memory' lives inside the gateway process; use a shared storage", file=sys.stderr)
+        return 2
+    if args.action == "retry" and not args.ids and not args.all:
+        print("wxgate events retry: name event ids, or --all", file=sys.stderr)
+        return 2
+    try:
+        older_than = time.time() - _age_seconds(args.older_than) if args.action == "purge" else 0.0
+    except ValueError as exc:
+        print(f"wxgate events: {exc}", file=sys.stderr)
+        return 2
+    storage = config.storage_cls(config.storage_options)
+
+    async def run() -> int:
+        await storage.start()
+        try:
+            if args.action == "list":
+                for event in await storage.list_events(args.status, args.limit):
+                    row = {
+                        "id": event.id,
+                        "type": event.type,
+                        "endpoint": event.endpoint,
+                        "status": event.status,
+                        "attempts": event.attempts,
+                        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(event.created_at)),
+                        "last_error": event.last_error,
+                    }
+                    print(json.dumps(row) if args.json else "  ".join(str(v) for v in row.values()))
+            elif args.action == "retry":
+                count = await storage.requeue_events(None if args.all else list(args.ids), time.time())
+                print(f"{count} dead-lettered events queued again")
+            else:
+                count = await storage.purge_events(args.status, older_than)
+                print(f"{count} {args.status} events purged")
+        finally:
+            await storage.close()
+        return 0
+
+    try:
+        return asyncio.run(run())
+    except GatewayError as exc:
+        print(f"wxgate events: {exc.client_message} ({exc.log_detail or exc.code})", file=sys.stderr)
+        return 1
+
+
 def _validate(args: argparse.Namespace) -> int:
     config = load_config(args.config)
+    for flows in config.flows.values():  # steps are built too: one failing to start is an error
+        for flow, steps in flows.items():
+            Pipeline.build(flow, steps)
     flows = sum(len(f) for f in config.flows.values())
     print(f"{args.config}: valid ({len(config.apps)} apps, {flows} flows, digest {config.digest})")
     return 0

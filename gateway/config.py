@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
 from gateway.errors import ConfigError
 from gateway.registry import Registry
@@ -42,6 +42,10 @@ class ServerConfig(_Strict):
     port: int = Field(8080, ge=0, le=65535)
     log_format: Literal["console", "json"] = "console"
     max_body_bytes: int = Field(64 * 1024, ge=1024)
+    request_timeout: float = Field(30.0, gt=0, le=600, description="Bound on one request's whole pipeline.")
+    trust_proxy_headers: bool = Field(
+        False, description="Take the client address from X-Forwarded-For/X-Real-Ip (only behind a proxy)."
+    )
 
 
 class StorageConfig(_Strict):
@@ -53,7 +57,7 @@ class AppConfig(_Strict):
     name: str = ""
     appid: str = Field(min_length=3, max_length=64)
     secret: SecretStr
-    upstream: str = "sandbox"
+    upstream: str = Field(description="'sandbox', or WeChat's base URL: https://api.weixin.qq.com")
     timeout: float = Field(5.0, gt=0, le=60)
     pipelines: dict[FlowName, list[RawStep]] = Field(default_factory=dict)
 
@@ -76,9 +80,55 @@ class AppConfig(_Strict):
         return self.upstream == "sandbox"
 
 
+class EndpointConfig(_Strict):
+    """A webhook receiver. An empty ``url`` disables it, so ``url: ${VAR:-}`` is optional."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    url: str = ""
+    secret: SecretStr = SecretStr("")
+    events: list[str] | None = Field(None, description="Event types to send; all when unset.")
+    timeout: float = Field(5.0, gt=0, le=60)
+
+    @field_validator("url")
+    @classmethod
+    def _url_shape(cls, value: str) -> str:
+        if value and not re.match(r"^https?://[^/\s]+(/\S*)?$", value):
+            raise ValueError("expected an http:// or https:// URL (or empty to disable the endpoint)")
+        return value
+
+    @model_validator(mode="after")
+    def _secret_needed(self) -> EndpointConfig:
+        if self.url and len(self.secret.get_secret_value()) < 16:
+            raise ValueError(f"endpoint {self.name!r}: secret must be at least 16 characters to sign deliveries")
+        return self
+
+
+class WebhooksConfig(_Strict):
+    endpoints: list[EndpointConfig] = Field(default_factory=list)
+    max_attempts: int = Field(12, ge=1, le=100)
+    backoff_initial: float = Field(1.0, gt=0, description="Seconds before the first retry; doubles each time.")
+    backoff_max: float = Field(600.0, gt=0)
+    lease_seconds: float = Field(30.0, ge=1, description="A claimed event returns to the queue after this.")
+    poll_interval: float = Field(1.0, gt=0, le=60)
+    concurrency: int = Field(8, ge=1, le=256)
+
+    @field_validator("endpoints")
+    @classmethod
+    def _unique_names(cls, endpoints: list[EndpointConfig]) -> list[EndpointConfig]:
+        names = [e.name for e in endpoints]
+        if len(names) != len(set(names)):
+            raise ValueError("endpoint names must be unique")
+        return endpoints
+
+    @property
+    def active(self) -> list[EndpointConfig]:
+        return [e for e in self.endpoints if e.url]
+
+
 class _FileModel(_Strict):
     server: ServerConfig = Field(default_factory=ServerConfig)
     storage: StorageConfig = Field(default_factory=StorageConfig)
+    webhooks: WebhooksConfig = Field(default_factory=WebhooksConfig)
     pipelines: dict[FlowName, list[RawStep]] = Field(default_factory=dict)
     apps: dict[str, AppConfig] = Field(min_length=1)
 
@@ -106,6 +156,7 @@ class Config:
     server: ServerConfig
     storage_cls: type[Storage]
     storage_options: StorageOptions
+    webhooks: WebhooksConfig
     apps: Mapping[str, AppConfig]
     flows: Mapping[str, Mapping[str, tuple[ResolvedStep, ...]]]
 
@@ -222,7 +273,13 @@ def _model_at(root: type[BaseModel], loc: Path_) -> type[BaseModel] | None:
     if root is _FileModel and len(loc) > 1:
         if loc[0] == "apps":
             return AppConfig if len(loc) == 3 else None
-        sections: dict[str, type[BaseModel]] = {"server": ServerConfig, "storage": StorageConfig}
+        if loc[:2] == ("webhooks", "endpoints"):
+            return EndpointConfig if len(loc) == 4 else None
+        sections: dict[str, type[BaseModel]] = {
+            "server": ServerConfig,
+            "storage": StorageConfig,
+            "webhooks": WebhooksConfig,
+        }
         section = sections.get(str(loc[0]))
         return section if len(loc) == 2 else None
     return root if len(loc) == 1 else None
@@ -297,6 +354,7 @@ def parse_config(
         server=model.server,
         storage_cls=storage_cls,
         storage_options=storage_options,
+        webhooks=model.webhooks,
         apps=apps,
         flows=flows,
     )

@@ -12,6 +12,7 @@ if TYPE_CHECKING:
     import structlog
 
     from gateway.config import AppConfig
+    from gateway.events import Events
     from gateway.storage import Storage
     from gateway.wechat.client import WeChatClient
 
@@ -33,7 +34,8 @@ class Context:
     ``fields`` are the request's string fields (query, form or JSON, merged);
     ``token`` is the bearer token if one was sent. Steps put decrypted open data in
     ``data`` and the client's answer in ``response``; ``state`` is free space for
-    plugins (namespace your keys). ``timings`` is filled by the engine.
+    plugins (namespace your keys). ``events.emit`` queues a webhook event.
+    ``timings`` and ``failed_step`` are filled by the engine.
     """
 
     app: AppConfig
@@ -42,6 +44,7 @@ class Context:
     token: str | None
     wechat: WeChatClient
     storage: Storage
+    events: Events
     log: structlog.typing.FilteringBoundLogger
     request_id: str
     client_ip: str = ""
@@ -50,6 +53,7 @@ class Context:
     response: dict[str, Any] = field(default_factory=dict)
     state: dict[str, Any] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
+    failed_step: str | None = None
 
     def require_session(self) -> Session:
         from gateway.errors import Unauthorized

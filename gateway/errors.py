@@ -105,6 +105,12 @@ class InvalidCode(BadRequest):
     hint = "Call wx.login again and send the new code within 5 minutes; codes are per appid."
 
 
+class InvalidPhoneCode(BadRequest):
+    code = "invalid_phone_code"
+    message = "The phone code is invalid, expired, already used, or another user's."
+    hint = "Send the code from the getPhoneNumber button's event (e.detail.code) once, within 5 minutes."
+
+
 class BodyTooLarge(GatewayError):
     status = 413
     code = "body_too_large"
@@ -258,7 +264,7 @@ class UpstreamBusy(GatewayError):
     status = 503
     code = "upstream_busy"
     message = "WeChat is busy."
-    hint = "Retry later with a fresh wx.login code (WeChat errcode -1)."
+    hint = "Retry in a moment; WeChat did not use up the code (errcode -1), so the same request may be resent."
     retry_after = 2
 
 
@@ -268,6 +274,13 @@ class StorageUnavailable(GatewayError):
     message = "The gateway's storage is unavailable."
     hint = "Retry after the number of seconds in Retry-After; nothing was half-written."
     retry_after = 5
+
+
+class PipelineTimeout(GatewayError):
+    status = 504
+    code = "pipeline_timeout"
+    message = "The request took too long inside the gateway."
+    hint = "Retry later; the operators can see which step was running in the log."
 
 
 class UpstreamTimeout(GatewayError):
@@ -302,11 +315,13 @@ def error_for_errcode(errcode: int, errmsg: str, api: str) -> GatewayError:
 
 
 def all_error_classes() -> list[type[GatewayError]]:
-    """Every concrete error, for the README table and the OpenAPI document."""
+    """Every public error class defined in this module (bases included: they are raised
+    too), for the README table and the OpenAPI document."""
     seen: list[type[GatewayError]] = []
     stack: list[type[GatewayError]] = [GatewayError]
     while stack:
         cls = stack.pop(0)
-        seen.append(cls)
+        if cls.__module__ == __name__ and not cls.__name__.startswith("_"):
+            seen.append(cls)
         stack.extend(cls.__subclasses__())
     return seen

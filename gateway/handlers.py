@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -20,13 +21,16 @@ from gateway.errors import (
     InvalidJSON,
     MethodNotAllowed,
     NotFound,
+    PipelineTimeout,
     StepFailed,
     Unauthorized,
     UnknownApp,
 )
-from gateway.logs import get_logger
+from gateway.logs import get_logger, mask_phone
 from gateway.runtime import Gateway
 
+LOGIN_FLOWS = frozenset({"login", "phone_oneshot"})
+PHONE_FLOWS = frozenset({"phone", "phone_code", "phone_oneshot"})
 # Fields the built-in flows read: they must be strings when present.
 STRING_FIELDS = frozenset({"code", "encryptedData", "iv", "rawData", "signature", "cloudID"})
 # Never sent to a client, whatever a step put in the response.
@@ -104,6 +108,17 @@ class JSONHandler(tornado.web.RequestHandler):
             if self.error.log_detail:
                 event["detail"] = self.error.log_detail
         access_log.info("request", **event)
+        if self.ctx is not None:
+            self.gateway.hooks.notify(
+                "wxgate_request_finished",
+                request_id=event["request_id"],
+                app=self.app_name,
+                flow=self.flow,
+                status=event["status"],
+                error=event.get("error"),
+                duration_ms=event["duration_ms"],
+                steps=self.ctx.timings,
+            )
 
 
 class FlowHandler(JSONHandler):
@@ -137,13 +152,53 @@ class FlowHandler(JSONHandler):
             token=token,
             wechat=app.wechat,
             storage=self.gateway.storage,
+            events=self.gateway.events,
             log=access_log.bind(request_id=self.request_id, app=app_name, flow=self.flow),
             request_id=self.request_id,
             client_ip=self.request.remote_ip or "",
         )
-        await pipeline.run(ctx)
+        hooks = self.gateway.hooks
+        hooks.notify(
+            "wxgate_request_started", request_id=self.request_id, app=app_name, flow=self.flow, client_ip=ctx.client_ip
+        )
+        try:
+            async with asyncio.timeout(self.gateway.config.server.request_timeout):
+                await pipeline.run(ctx)
+        except TimeoutError:
+            ctx.failed_step = next(reversed(ctx.timings), None)
+            error: GatewayError = PipelineTimeout(log_detail=f"timed out in step {ctx.failed_step}")
+            self.notify_step_failed(ctx, error)
+            raise error from None
+        except GatewayError as exc:
+            self.notify_step_failed(ctx, exc)
+            raise
+        self.notify_outcome(ctx)
         response = {k: v for k, v in ctx.response.items() if k not in FORBIDDEN_RESPONSE_KEYS}
         self.write_json(response)
+
+    def notify_step_failed(self, ctx: Context, error: GatewayError) -> None:
+        self.gateway.hooks.notify(
+            "wxgate_step_failed",
+            request_id=ctx.request_id,
+            app=self.app_name,
+            flow=ctx.flow,
+            step=ctx.failed_step or "",
+            error=error.code,
+            status=error.status,
+        )
+
+    def notify_outcome(self, ctx: Context) -> None:
+        session, hooks = ctx.session, self.gateway.hooks
+        if session is None:
+            return
+        common = {"request_id": ctx.request_id, "app": self.app_name, "appid": ctx.app.appid, "openid": session.openid}
+        if ctx.flow in LOGIN_FLOWS:
+            user = ctx.state.get("wxgate.user")
+            first = user.logins == 1 if user is not None else None
+            hooks.notify("wxgate_user_logged_in", unionid=session.unionid, first_login=first, **common)
+        pure, country = ctx.data.get("purePhoneNumber"), ctx.data.get("countryCode")
+        if ctx.flow in PHONE_FLOWS and isinstance(pure, str) and isinstance(country, str):
+            hooks.notify("wxgate_phone_bound", masked_phone=mask_phone(pure), country_code=country, **common)
 
     @staticmethod
     def choose_flow(endpoint: str, token: str | None, fields: dict[str, str]) -> str:

@@ -40,9 +40,11 @@ class Pipeline:
             try:
                 await step(ctx)
             except GatewayError:
+                ctx.failed_step = label
                 raise
             except Exception as exc:
                 # A broken step must not take the process down or leak its traceback.
+                ctx.failed_step = label
                 ctx.log.exception("step_crashed", step=label, plugin=type(step).__module__)
                 raise StepFailed(log_detail=f"step {label} raised {type(exc).__name__}") from exc
             finally:

@@ -16,8 +16,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from gateway.step import STEP_API_VERSION, Step
-from gateway.storage import STORAGE_API_VERSION, Storage
+from gateway.step import STEP_API_VERSION, Step, StepOptions
+from gateway.storage import STORAGE_API_VERSION, Storage, StorageOptions
 
 STEP_GROUP = "wxgate.steps"
 STORAGE_GROUP = "wxgate.storages"
@@ -34,10 +34,21 @@ def _origin(ep: EntryPoint | None) -> str:
     return f"entry point {ep.group}:{ep.name} = {ep.value} (distribution {dist})"
 
 
-def _check(kind: str, base: type[Any], api_version: int, obj: Any, name: str, ep: EntryPoint | None) -> None:
+def _check(
+    kind: str,
+    base: type[Any],
+    options_base: type[BaseModel],
+    api_version: int,
+    obj: Any,
+    name: str,
+    ep: EntryPoint | None,
+) -> None:
     where = _origin(ep)
     if not (inspect.isclass(obj) and issubclass(obj, base)):
         raise PluginError(f"{kind} {name!r} from {where} is not a subclass of {base.__module__}.{base.__name__}")
+    if inspect.isabstract(obj):
+        missing = ", ".join(sorted(getattr(obj, "__abstractmethods__", ())))
+        raise PluginError(f"{kind} {name!r} from {where} does not implement: {missing}")
     declared = getattr(obj, "name", None)
     if declared != name:
         raise PluginError(f"{kind} {name!r} from {where} declares name {declared!r}; they must be equal")
@@ -45,8 +56,12 @@ def _check(kind: str, base: type[Any], api_version: int, obj: Any, name: str, ep
     if not isinstance(version, str) or not version:
         raise PluginError(f"{kind} {name!r} from {where} declares no version string")
     options = getattr(obj, "Options", None)
-    if not (inspect.isclass(options) and issubclass(options, BaseModel)):
-        raise PluginError(f"{kind} {name!r} from {where} declares no pydantic Options model")
+    if not (inspect.isclass(options) and issubclass(options, options_base)):
+        # the base refuses unknown keys: a typo in YAML must not pass silently
+        raise PluginError(
+            f"{kind} {name!r} from {where} must declare Options as a subclass of "
+            f"{options_base.__module__}.{options_base.__name__}"
+        )
     declared_api = getattr(obj, "api_version", None)
     if declared_api != api_version:
         raise PluginError(
@@ -60,15 +75,25 @@ class Registry:
     steps: dict[str, type[Step[Any]]] = field(default_factory=dict)
     storages: dict[str, type[Storage]] = field(default_factory=dict)
 
+    origins: dict[str, str] = field(default_factory=dict)
+
     def add_step(self, cls: type[Step[Any]], ep: EntryPoint | None = None) -> None:
         name = ep.name if ep is not None else getattr(cls, "name", "?")
-        _check("step", Step, STEP_API_VERSION, cls, name, ep)
+        _check("step", Step, StepOptions, STEP_API_VERSION, cls, name, ep)
+        self._claim(f"step {name!r}", self.steps.get(name), cls, ep)
         self.steps[name] = cls
 
     def add_storage(self, cls: type[Storage], ep: EntryPoint | None = None) -> None:
         name = ep.name if ep is not None else getattr(cls, "name", "?")
-        _check("storage", Storage, STORAGE_API_VERSION, cls, name, ep)
+        _check("storage", Storage, StorageOptions, STORAGE_API_VERSION, cls, name, ep)
+        self._claim(f"storage {name!r}", self.storages.get(name), cls, ep)
         self.storages[name] = cls
+
+    def _claim(self, what: str, existing: type[Any] | None, cls: type[Any], ep: EntryPoint | None) -> None:
+        """Two plugins may not share a name: one would silently replace the other (even a built-in)."""
+        if existing is not None and existing is not cls:
+            raise PluginError(f"{what} from {_origin(ep)} clashes with the one from {self.origins[what]}")
+        self.origins[what] = _origin(ep)
 
     @classmethod
     def discover(cls, extra_steps: Mapping[str, type[Step[Any]]] | None = None) -> Registry:

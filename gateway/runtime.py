@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 from tornado.httpclient import AsyncHTTPClient
 
 from gateway.config import AppConfig, Config
+from gateway.delivery import Deliverer
+from gateway.events import Events
+from gateway.hooks import Hooks
 from gateway.pipeline import Pipeline
 from gateway.sandbox import SandboxApp, SandboxWorld
 from gateway.storage import Storage
@@ -31,10 +35,18 @@ class Gateway:
     """
 
     def __init__(
-        self, config: Config, self_url: str, http: AsyncHTTPClient | None = None, storage: Storage | None = None
+        self,
+        config: Config,
+        self_url: str,
+        http: AsyncHTTPClient | None = None,
+        storage: Storage | None = None,
+        hooks: Hooks | None = None,
     ) -> None:
         self.config = config
         self.storage: Storage = storage if storage is not None else config.storage_cls(config.storage_options)
+        self.hooks = hooks if hooks is not None else Hooks()
+        self.deliverer = Deliverer(self.storage, config.webhooks, http) if config.webhooks.active else None
+        self.events = Events(self.storage, config.webhooks, self.deliverer.wake if self.deliverer else lambda: None)
         self.sandbox: SandboxWorld | None = None
         if config.uses_sandbox:
             self.sandbox = SandboxWorld(
@@ -55,6 +67,15 @@ class Gateway:
 
     async def start(self) -> None:
         await self.storage.start()
+        if self.deliverer is not None:
+            self.deliverer.start()
+        self.hooks.notify(
+            "wxgate_startup", config_digest=self.config.digest, apps=list(self.config.apps), pid=os.getpid()
+        )
 
     async def close(self) -> None:
+        if self.deliverer is not None:
+            await self.deliverer.stop()
+        self.hooks.notify("wxgate_shutdown", pid=os.getpid())
+        await self.hooks.drain()
         await self.storage.close()

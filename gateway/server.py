@@ -30,6 +30,11 @@ def self_url_for(host: str, port: int) -> str:
 def serve(config: Config, host: str, port: int, processes: int = 1) -> int:
     if processes == 0:
         processes = os.cpu_count() or 1
+    if processes > 1 and config.storage_cls.name == "memory":
+        raise ConfigError(
+            f"{config.path}: --processes {processes} needs a shared storage: with 'memory' each worker "
+            "would keep its own sessions, and a token from one would be unknown to the others"
+        )
     if processes > 1 and config.uses_sandbox:
         # Each worker would hold its own simulated WeChat: codes issued by one would be
         # unknown to another. One shared fake upstream keeps the test honest.
@@ -38,7 +43,10 @@ def serve(config: Config, host: str, port: int, processes: int = 1) -> int:
             "(each worker would simulate its own WeChat); run `wxgate sandbox` and set "
             "upstream: http://127.0.0.1:<its port> instead"
         )
-    sockets = tornado.netutil.bind_sockets(port, host)
+    try:
+        sockets = tornado.netutil.bind_sockets(port, host)
+    except OSError as exc:
+        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror} (is another server using it?)") from None
     bound_port = sockets[0].getsockname()[1]
     storage = config.storage_cls(config.storage_options)
     storage.before_fork()  # e.g. the embedded MongoDB, shared by all workers
@@ -63,7 +71,8 @@ async def _run_worker(config: Config, storage: Storage, sockets: list[socket.soc
     tornado.httpclient.AsyncHTTPClient.configure(None, max_clients=256)
     gateway = Gateway(config, self_url, storage=storage)
     await gateway.start()
-    server = HTTPServer(make_app(gateway), xheaders=True)
+    # X-Forwarded-For / X-Real-Ip are believed only behind a proxy that sets them.
+    server = HTTPServer(make_app(gateway), xheaders=config.server.trust_proxy_headers)
     server.add_sockets(sockets)
     log = get_logger()
     log.info("gateway_started", url=self_url, config=config.path, digest=config.digest, apps=list(config.apps))

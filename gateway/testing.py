@@ -21,8 +21,9 @@ from tornado.testing import AsyncHTTPTestCase
 from tornado.web import Application
 
 from gateway.app import make_app
-from gateway.config import DEFAULT_CONFIG, AppConfig, Config, load_config, parse_config
+from gateway.config import DEFAULT_CONFIG, AppConfig, Config, WebhooksConfig, load_config, parse_config
 from gateway.context import Context, Session
+from gateway.events import Events
 from gateway.registry import Registry
 from gateway.runtime import Gateway
 from gateway.secret import Secret
@@ -56,7 +57,12 @@ class LeakWatch:
 
 
 def make_app_config(**overrides: Any) -> AppConfig:
-    values: dict[str, Any] = {"name": "test", "appid": TEST_APPID, "secret": SecretStr("test-secret")}
+    values: dict[str, Any] = {
+        "name": "test",
+        "appid": TEST_APPID,
+        "secret": SecretStr("test-secret"),
+        "upstream": "sandbox",
+    }
     values.update(overrides)
     return AppConfig(**values)
 
@@ -71,6 +77,7 @@ def make_context(
     token: str | None = None,
     upstream_url: str = "http://127.0.0.1:9",
     flow: str = "test",
+    events: Events | None = None,
 ) -> Context:
     """A context for awaiting one step directly: ``await MyStep(MyStep.Options())(ctx)``."""
     app = app or make_app_config()
@@ -83,6 +90,7 @@ def make_context(
         fields=dict(fields or {}),
         token=token,
         wechat=WeChatClient(app, upstream_url, storage),
+        events=events if events is not None else Events(storage, WebhooksConfig()),
         storage=storage,
         log=structlog.get_logger("wxgate.test"),
         request_id="test",

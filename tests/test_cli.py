@@ -71,7 +71,9 @@ def test_validate_default_config() -> None:
 
 def test_validate_reports_file_line_and_key(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
-    bad.write_text("apps:\n  demo:\n    appid: wx0000000000demo0\n    secret: s\n    timeout: soon\n")
+    bad.write_text(
+        "apps:\n  demo:\n    appid: wx0000000000demo0\n    secret: s\n    timeout: soon\n    upstream: sandbox\n"
+    )
     result = run_cli("validate", str(bad))
     assert result.returncode == 2
     assert f"{bad}:5: apps.demo.timeout:" in result.stderr
@@ -80,7 +82,9 @@ def test_validate_reports_file_line_and_key(tmp_path: Path) -> None:
 
 def test_validate_missing_secret_variable(tmp_path: Path) -> None:
     bad = tmp_path / "env.yaml"
-    bad.write_text("apps:\n  demo:\n    appid: wx0000000000demo0\n    secret: ${WXGATE_TEST_UNSET_SECRET}\n")
+    bad.write_text(
+        "apps:\n  demo:\n    appid: wx0000000000demo0\n    secret: ${WXGATE_TEST_UNSET_SECRET}\n    upstream: sandbox\n"
+    )
     result = run_cli("validate", str(bad))
     assert result.returncode == 2
     assert f"{bad}:4: apps.demo.secret: environment variable WXGATE_TEST_UNSET_SECRET is not set" in result.stderr

@@ -22,7 +22,9 @@ APP = """apps:
   demo:
     appid: wx1234567890
     secret: s3cr3t
+    upstream: sandbox
 """
+APP_WITHOUT_UPSTREAM = APP.replace("    upstream: sandbox\n", "")
 
 
 def parse(text: str, env: dict[str, str] | None = None) -> Config:
@@ -172,6 +174,7 @@ def test_env_var_is_substituted() -> None:
   demo:
     appid: ${APPID}
     secret: ${SECRET}
+    upstream: sandbox
 """,
         env={"APPID": "wxfromenv01", "SECRET": "abc"},
     )
@@ -187,6 +190,7 @@ apps:
   demo:
     appid: wx1234567890
     secret: ${SECRET:-fallback}
+    upstream: sandbox
 """
     unset = parse(text)
     assert unset.server.port == 8181
@@ -204,6 +208,7 @@ def test_several_refs_in_one_value_and_no_recursion() -> None:
   demo:
     appid: wx${A}_${B:-two}
     secret: ${S}
+    upstream: sandbox
 """,
         env={"A": "one", "S": "${A}"},
     )
@@ -391,7 +396,10 @@ def test_unknown_top_level_key() -> None:
     - code2session
 """
     )
-    assert message == f"{FILE}:5: pipeline: unknown key 'pipeline'; expected one of: apps, pipelines, server, storage"
+    assert (
+        message
+        == f"{FILE}:6: pipeline: unknown key 'pipeline'; expected one of: apps, pipelines, server, storage, webhooks"
+    )
 
 
 def test_unknown_server_key_lists_server_keys() -> None:
@@ -408,7 +416,7 @@ def test_unknown_server_key_lists_server_keys() -> None:
 
 def test_unknown_app_key_lists_app_keys() -> None:
     message = config_error(APP + "    timout: 3\n")
-    assert message.startswith(f"{FILE}:5: apps.demo.timout: unknown key 'timout'")
+    assert message.startswith(f"{FILE}:6: apps.demo.timout: unknown key 'timout'")
     assert "timeout" in message.split("expected one of:", 1)[1]
 
 
@@ -445,7 +453,9 @@ def test_missing_secret() -> None:
     appid: wx1234567890
 """
     )
-    assert message == f"{FILE}:2: apps.demo.secret: required key is missing"
+    assert message == (
+        f"{FILE}:2: apps.demo.secret: required key is missing\n{FILE}:2: apps.demo.upstream: required key is missing"
+    )
 
 
 def test_secret_of_wrong_type_is_not_echoed() -> None:
@@ -465,7 +475,7 @@ def test_secret_of_wrong_type_is_not_echoed() -> None:
     ["ftp://api.weixin.qq.com", "api.weixin.qq.com", "https://", "https://api weixin.qq.com", "http:/x"],
 )
 def test_bad_upstream_url(url: str) -> None:
-    message = config_error(APP + f"    upstream: {url}\n")
+    message = config_error(APP_WITHOUT_UPSTREAM + f"    upstream: {url}\n")
     assert message.startswith(f"{FILE}:5: apps.demo.upstream: ")
     assert "expected 'sandbox' or a base URL such as https://api.weixin.qq.com" in message
 
@@ -479,7 +489,7 @@ def test_bad_upstream_url(url: str) -> None:
     ],
 )
 def test_good_upstream_url(url: str, stored: str) -> None:
-    app = parse(APP + f"    upstream: {url}\n").apps["demo"]
+    app = parse(APP_WITHOUT_UPSTREAM + f"    upstream: {url}\n").apps["demo"]
     assert app.upstream == stored
     assert not app.uses_sandbox
 
@@ -504,9 +514,11 @@ apps:
         - decrypt: {kind: phone, try_previous_key: false}
         - watermark: {max_age: 60}
         - respond: {fields: [phoneNumber]}
+    upstream: sandbox
   other:
     appid: wx0987654321
     secret: t
+    upstream: sandbox
 """
     )
     assert names(config, "demo", "phone") == ["check_session", "decrypt", "watermark", "respond"]
@@ -547,13 +559,14 @@ apps:
   demo:
     appid: wx1234567890
     secret: s
+    upstream: sandbox
     pipelines:
       phone:
         - check_session
         - decrypt: {kind: phone, knd: x}
 """
     )
-    assert message.startswith(f"{FILE}:11: apps.demo.pipelines.phone[1].decrypt.knd: unknown key 'knd'")
+    assert message.startswith(f"{FILE}:12: apps.demo.pipelines.phone[1].decrypt.knd: unknown key 'knd'")
     assert "kind, try_previous_key" in message
 
 
@@ -617,7 +630,7 @@ server:
   port: 2
 """
     )
-    assert message == f"{FILE}:7: server: duplicate key"
+    assert message == f"{FILE}:8: server: duplicate key"
 
 
 def test_duplicate_step_option() -> None:
@@ -686,6 +699,7 @@ apps:
     appid: wx1234567890
     secret: s
     timeout: 0
+    upstream: sandbox
 """
     )
     lines = message.splitlines()

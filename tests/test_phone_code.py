@@ -33,14 +33,14 @@ class PhoneCodeFlowTest(GatewayTestCase):
         code = self.get_phone_number("quentin")["code"]
         assert self.call("/v1/demo/phone", {"code": code}, token=token)[0] == 200
         status, body, _ = self.call("/v1/demo/phone", {"code": code}, token=token)
-        assert (status, body["error"]["code"]) == (400, "invalid_code")
+        assert (status, body["error"]["code"]) == (400, "invalid_phone_code")
 
     def test_phone_code_of_another_user_is_refused(self) -> None:
         token = self.login("rob")["token"]
         self.login("sue")
         code = self.get_phone_number("sue")["code"]
         status, body, _ = self.call("/v1/demo/phone", {"code": code}, token=token)
-        assert (status, body["error"]["code"]) == (400, "invalid_code")
+        assert (status, body["error"]["code"]) == (400, "invalid_phone_code")
 
     def test_access_token_reused_then_refreshed_once_when_invalidated(self) -> None:
         token = self.login("tina")["token"]

@@ -7,7 +7,7 @@ from importlib.metadata import EntryPoint
 from typing import Any, ClassVar
 
 import pytest
-from pydantic import Field
+from pydantic import BaseModel, Field
 
 from gateway.config import ResolvedStep, parse_config
 from gateway.context import Context
@@ -76,7 +76,7 @@ def test_discover_adds_extra_steps() -> None:
 def test_extra_step_is_usable_in_config() -> None:
     registry = Registry.discover(extra_steps={"echo": Echo})
     config = parse_config(
-        "pipelines:\n  login:\n    - echo\napps:\n  demo:\n    appid: wx1234567890\n    secret: s\n",
+        "pipelines:\n  login:\n    - echo\napps:\n  demo:\n    appid: wx1234567890\n    secret: s\n    upstream: sandbox\n",
         "x.yaml",
         registry,
         env={},
@@ -181,7 +181,40 @@ class DictOptions(Step[StepOptions]):
 def test_add_step_refuses_options_that_are_not_a_pydantic_model(cls: Any) -> None:
     message = plugin_error(cls)
     assert f"step {cls.name!r}" in message
-    assert "declares no pydantic Options model" in message
+    assert "must declare Options as a subclass of gateway.step.StepOptions" in message
+
+
+class PlainModelOptions(Step[StepOptions]):
+    """A pydantic model that allows unknown keys: YAML typos would pass silently."""
+
+    name: ClassVar[str] = "plain_model"
+    version: ClassVar[str] = "1.0.0"
+    Options: ClassVar[Any] = type("Loose", (BaseModel,), {})
+
+
+def test_add_step_refuses_options_not_based_on_step_options() -> None:
+    assert "must declare Options as a subclass of gateway.step.StepOptions" in plugin_error(PlainModelOptions)
+
+
+def test_two_plugins_with_one_name_clash() -> None:
+    registry = Registry.discover()
+    impostor = type("Decrypt", (Step,), {"name": "decrypt", "version": "9.9.9", "__module__": "evil"})
+    with pytest.raises(PluginError) as caught:
+        registry.add_step(impostor)
+    assert "step 'decrypt' from registered in code clashes with the one from entry point wxgate.steps:decrypt" in str(
+        caught.value
+    )
+    assert registry.steps["decrypt"] is not impostor
+
+
+def test_storage_missing_methods_is_refused() -> None:
+    from gateway.storage import Storage
+
+    half = type("Half", (Storage,), {"name": "half", "version": "1.0.0"})
+    with pytest.raises(PluginError) as caught:
+        Registry().add_storage(half)
+    assert "does not implement:" in str(caught.value)
+    assert "rotate_session_key" in str(caught.value)
 
 
 class FutureApi(Step[StepOptions]):

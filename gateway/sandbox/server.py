@@ -18,6 +18,7 @@ from gateway.sandbox.world import Fault, SandboxApp, SandboxWorld, SimUser, vers
 from gateway.wechat import crypto
 
 MASKED_BELOW = (1, 9, 1)
+UPSTREAM_APIS = ("jscode2session", "stable_token", "token", "getuserphonenumber", "checksession")
 
 
 class _SandboxHandler(tornado.web.RequestHandler):
@@ -44,6 +45,11 @@ class _SandboxHandler(tornado.web.RequestHandler):
         self.set_status(status)
         self.set_header("Content-Type", "application/json; charset=utf-8")
         self.finish(json.dumps(payload, ensure_ascii=False))
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        exc = kwargs.get("exc_info", (None, None, None))[1]
+        reason = exc.reason if isinstance(exc, tornado.web.HTTPError) and exc.reason else self._reason
+        self.answer({"error": {"code": "sandbox_error", "message": reason}}, status_code)
 
 
 # --- upstream: WeChat's server API --------------------------------------------------
@@ -172,12 +178,15 @@ class FaultsHandler(_SandboxHandler):
     def post(self) -> None:
         body = self.json_body()
         api = body.pop("api", None)
-        if not isinstance(api, str):
-            raise tornado.web.HTTPError(400, reason="api is required")
-        try:
-            self.world.faults[api] = Fault(**body)
-        except TypeError as exc:
-            raise tornado.web.HTTPError(400, reason=str(exc)) from None
+        if api not in UPSTREAM_APIS:
+            raise tornado.web.HTTPError(400, reason=f"api must be one of {', '.join(UPSTREAM_APIS)}")
+        types = {"errcode": int, "status": int, "delay": (int, float), "count": int}
+        for key, value in body.items():
+            if key not in types or not isinstance(value, types[key]) or isinstance(value, bool):
+                raise tornado.web.HTTPError(
+                    400, reason=f"{key}: expected one of errcode, status, delay, count (numbers)"
+                )
+        self.world.faults[api] = Fault(**body)
         self.answer({"armed": api})
 
     def delete(self) -> None:

@@ -19,6 +19,8 @@ from tornado.simple_httpclient import HTTPTimeoutError
 
 from gateway.config import AppConfig
 from gateway.errors import (
+    InvalidCode,
+    InvalidPhoneCode,
     UpstreamError,
     UpstreamTimeout,
     UpstreamUnreachable,
@@ -78,7 +80,12 @@ class WeChatClient:
         body: dict[str, Any] = {"code": code}
         if openid:
             body["openid"] = openid
-        answer = await self._call_with_token("getuserphonenumber", "POST", "/wxa/business/getuserphonenumber", {}, body)
+        try:
+            answer = await self._call_with_token(
+                "getuserphonenumber", "POST", "/wxa/business/getuserphonenumber", {}, body
+            )
+        except InvalidCode as exc:  # 40029 here is about the phone code, not a login code
+            raise InvalidPhoneCode(log_detail=exc.log_detail) from None
         info = answer.get("phone_info")
         if not isinstance(info, dict):
             raise UpstreamError(log_detail="getuserphonenumber: answer without phone_info")

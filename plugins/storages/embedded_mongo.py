@@ -7,6 +7,7 @@ test suite and benchmarks use. Production deployments point ``uri`` at real Mong
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import shutil
 import socket
@@ -28,14 +29,28 @@ def free_port() -> int:
         return port
 
 
+def running_embedded_uri(data_dir: Path) -> str | None:
+    """The URI of the embedded server another process runs for ``data_dir``, if it is up."""
+    try:
+        info = json.loads((data_dir / "server.json").read_text())
+        os.kill(int(info["pid"]), 0)
+        with socket.create_connection(("127.0.0.1", int(info["port"])), timeout=0.5):
+            return f"mongodb://127.0.0.1:{int(info['port'])}/"
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 class EmbeddedMongo:
     """``db`` is a SQLite file path or ``memory``. The server runs with warnings-only
     logs (see nx_quiet); its log and pid file live in a private temporary directory
     that ``stop`` removes (the server deletes its pid file on exit, so it must never
     be a shared path)."""
 
-    def __init__(self, db: str, port: int | None = None, log_file: str | None = None) -> None:
+    def __init__(
+        self, db: str, port: int | None = None, log_file: str | None = None, marker: Path | None = None
+    ) -> None:
         self.db = db
+        self.marker = marker
         self.port = port or free_port()
         self.workdir = tempfile.mkdtemp(prefix="wxgate-nx-")
         self.log_file = log_file or os.path.join(self.workdir, "nx.log")
@@ -73,6 +88,8 @@ class EmbeddedMongo:
                 raise EmbeddedMongoError(f"the embedded MongoDB server exited: {err.strip()[-500:]}")
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                    if self.marker is not None:
+                        self.marker.write_text(json.dumps({"port": self.port, "pid": self.process.pid}))
                     return self.uri
             except OSError:
                 time.sleep(0.05)
@@ -80,6 +97,8 @@ class EmbeddedMongo:
         raise EmbeddedMongoError(f"the embedded MongoDB server did not listen on port {self.port} in {timeout}s")
 
     def stop(self) -> None:
+        if self.marker is not None:
+            self.marker.unlink(missing_ok=True)
         if self.process is None or self.process.poll() is not None:
             shutil.rmtree(self.workdir, ignore_errors=True)
             return

@@ -1,7 +1,8 @@
 """In-process storage: for development, tests and single-process demos.
 
 Nothing survives a restart and nothing is shared between processes; use ``mongo`` for
-that. Expired login sessions are dropped on read and swept now and then on write.
+that. Expired login sessions are returned as such (the caller tells them apart) and
+swept now and then on write.
 Every method completes without awaiting, so each is atomic in the event loop.
 """
 

@@ -38,7 +38,7 @@ from gateway.storage import (
     Storage,
     UserRecord,
 )
-from wxgate_plugins.storages.embedded_mongo import EmbeddedMongo
+from wxgate_plugins.storages.embedded_mongo import EmbeddedMongo, running_embedded_uri
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -136,10 +136,14 @@ class MongoStorage(Storage):
     def before_fork(self) -> None:
         if self.opts.uri == "embedded" and self.uri is None:
             data = Path(self.opts.data_dir)
-            self.embedded = EmbeddedMongo(db=str(data / "wxgate.db"))
-            self.uri = self.embedded.start()
-            self._embedded_owner_pid = os.getpid()
-            atexit.register(self.embedded.stop)
+            # A gateway already serving this data_dir: share its server (e.g. `wxgate events`
+            # while the gateway runs) rather than open the same SQLite file twice.
+            self.uri = running_embedded_uri(data)
+            if self.uri is None:
+                self.embedded = EmbeddedMongo(db=str(data / "wxgate.db"), marker=data / "server.json")
+                self.uri = self.embedded.start()
+                self._embedded_owner_pid = os.getpid()
+                atexit.register(self.embedded.stop)
         self.ring = self._key_ring()
 
     def _key_ring(self) -> KeyRing:
