@@ -160,11 +160,11 @@ def _events(args: argparse.Namespace) -> int:
 
 def _validate(args: argparse.Namespace) -> int:
     config = load_config(args.config)
-    for flows in config.flows.values():  # steps are built too: one failing to start is an error
-        for flow, steps in flows.items():
+    for app_flows in config.flows.values():  # steps are built too: one failing to start is an error
+        for flow, steps in app_flows.items():
             Pipeline.build(flow, steps)
-    flows = sum(len(f) for f in config.flows.values())
-    print(f"{args.config}: valid ({len(config.apps)} apps, {flows} flows, digest {config.digest})")
+    count = sum(len(f) for f in config.flows.values())
+    print(f"{args.config}: valid ({len(config.apps)} apps, {count} flows, digest {config.digest})")
     return 0
 
 

@@ -150,7 +150,8 @@ def test_embedded_mode_starts_its_own_server_and_keeps_a_private_key(tmp_path: P
     ],
 )
 def test_option_errors_name_the_line(options: str, message: str) -> None:
-    text = f"storage:\n  plugin: mongo\n  options: {options}\napps:\n  a: {{appid: wxa00000000000000, secret: s, upstream: sandbox}}\n"
+    app = "{appid: wxa00000000000000, secret: s, upstream: sandbox}"
+    text = f"storage:\n  plugin: mongo\n  options: {options}\napps:\n  a: {app}\n"
     with pytest.raises(ConfigError) as caught:
         parse_config(text, "x.yaml")
     assert str(caught.value).startswith("x.yaml:3: storage.options.")

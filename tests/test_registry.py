@@ -76,7 +76,8 @@ def test_discover_adds_extra_steps() -> None:
 def test_extra_step_is_usable_in_config() -> None:
     registry = Registry.discover(extra_steps={"echo": Echo})
     config = parse_config(
-        "pipelines:\n  login:\n    - echo\napps:\n  demo:\n    appid: wx1234567890\n    secret: s\n    upstream: sandbox\n",
+        "pipelines:\n  login:\n    - echo\n"
+        "apps:\n  demo:\n    appid: wx1234567890\n    secret: s\n    upstream: sandbox\n",
         "x.yaml",
         registry,
         env={},

@@ -180,7 +180,7 @@ class FaultsHandler(_SandboxHandler):
         api = body.pop("api", None)
         if api not in UPSTREAM_APIS:
             raise tornado.web.HTTPError(400, reason=f"api must be one of {', '.join(UPSTREAM_APIS)}")
-        types = {"errcode": int, "status": int, "delay": (int, float), "count": int}
+        types: dict[str, type | tuple[type, ...]] = {"errcode": int, "status": int, "delay": (int, float), "count": int}
         for key, value in body.items():
             if key not in types or not isinstance(value, types[key]) or isinstance(value, bool):
                 raise tornado.web.HTTPError(
