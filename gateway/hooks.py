@@ -45,6 +45,10 @@ class Hooks:
             self.register(plugin)
 
     def register(self, plugin: object, name: str | None = None) -> None:
+        if name is None:  # a readable name for the logs: the module, or module.Class of an instance
+            kind = plugin if inspect.ismodule(plugin) or inspect.isclass(plugin) else type(plugin)
+            name = kind.__name__ if inspect.ismodule(kind) else f"{kind.__module__}.{kind.__qualname__}"
+            name = name if self.pm.get_plugin(name) is None else f"{name}#{id(plugin)}"
         self.pm.register(plugin, name=name)
         self.pm.check_pending()  # an implementation of a hook that does not exist is an error
 

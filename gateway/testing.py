@@ -24,6 +24,7 @@ from gateway.app import make_app
 from gateway.config import DEFAULT_CONFIG, AppConfig, Config, WebhooksConfig, load_config, parse_config
 from gateway.context import Context, Session
 from gateway.events import Events
+from gateway.hooks import Hooks
 from gateway.registry import Registry
 from gateway.runtime import Gateway
 from gateway.secret import Secret
@@ -118,6 +119,8 @@ class GatewayTestCase(AsyncHTTPTestCase):
     # Run on this storage whatever the file says (None: as configured). Tests of
     # flows use memory; the storage's own tests run against every backend.
     storage_plugin: str | None = "memory"
+    # Hook implementations to register besides the installed ones (wxgate.hooks entry points).
+    hook_plugins: list[object] = []
 
     def get_config(self) -> Config:
         if self.config_text is not None:
@@ -131,7 +134,8 @@ class GatewayTestCase(AsyncHTTPTestCase):
 
     def get_app(self) -> Application:
         self.config = self.get_config()
-        self.gateway = Gateway(self.config, f"http://127.0.0.1:{self.get_http_port()}")
+        hooks = Hooks(plugins=self.hook_plugins)
+        self.gateway = Gateway(self.config, f"http://127.0.0.1:{self.get_http_port()}", hooks=hooks)
         self.io_loop.run_sync(self.gateway.start)
         return make_app(self.gateway)
 
