@@ -10,7 +10,7 @@ from typing import Any
 
 import tornado.web
 
-from gateway.handlers import FlowHandler, HealthHandler, NotFoundHandler
+from gateway.handlers import FlowHandler, HealthHandler, MetricsHandler, NotFoundHandler, ReadyHandler
 from gateway.runtime import SANDBOX_UPSTREAM_PATH, Gateway
 from gateway.sandbox import sandbox_routes
 
@@ -25,6 +25,8 @@ def make_app(gateway: Gateway, **settings: Any) -> tornado.web.Application:
     routes: list[Any] = [
         tornado.web.url(r"/v1/([^/]+)/(login|phone|userinfo)", FlowHandler, args, name="flow"),
         tornado.web.url(r"/healthz", HealthHandler, args),
+        tornado.web.url(r"/readyz", ReadyHandler, args),
+        tornado.web.url(r"/metrics", MetricsHandler, args),
     ]
     if gateway.sandbox is not None:
         # Only when an app uses the sandbox: never expose fake endpoints beside real ones.

@@ -27,6 +27,7 @@ from gateway import __version__
 from gateway.config import EndpointConfig, WebhooksConfig
 from gateway.errors import GatewayError
 from gateway.logs import get_logger
+from gateway.metrics import Metrics
 from gateway.storage import OutboxEvent, Storage
 
 RETRYABLE_STATUS = frozenset({408, 429})
@@ -40,11 +41,19 @@ def signature(secret: str, timestamp: str, body: bytes) -> str:
 
 
 class Deliverer:
-    def __init__(self, storage: Storage, settings: WebhooksConfig, http: AsyncHTTPClient | None = None) -> None:
+    def __init__(
+        self,
+        storage: Storage,
+        settings: WebhooksConfig,
+        http: AsyncHTTPClient | None = None,
+        metrics: Metrics | None = None,
+    ) -> None:
         self.storage = storage
         self.settings = settings
         self.endpoints: dict[str, EndpointConfig] = {e.name: e for e in settings.active}
         self.http = http
+        self.metrics = metrics
+        self._started = False
         self.owner = f"delivery-{uuid.uuid4().hex[:12]}"
         self.counts: dict[str, int] = {"delivered": 0, "retried": 0, "dead": 0}
         self._wake = asyncio.Event()
@@ -55,9 +64,21 @@ class Deliverer:
         self._wake.set()
 
     def start(self) -> None:
+        """Run the delivery loop (only while some endpoint is configured)."""
         if self.http is None:
             self.http = AsyncHTTPClient()
-        self._task = asyncio.create_task(self._run())
+        self._started = True
+        if self.endpoints and (self._task is None or self._task.done()):
+            self._stopping = False
+            self._task = asyncio.create_task(self._run())
+
+    def reconfigure(self, settings: WebhooksConfig) -> None:
+        """New endpoints and policy from a reloaded configuration; events queued for a
+        removed endpoint are dead-lettered when next claimed."""
+        self.settings = settings
+        self.endpoints = {e.name: e for e in settings.active}
+        if self._started:
+            self.start()
 
     async def stop(self, grace: float = 10.0) -> None:
         self._stopping = True
@@ -135,7 +156,7 @@ class Deliverer:
         )
         if 200 <= status < 300:
             await self.storage.ack_event(event.id, self.owner)
-            self.counts["delivered"] += 1
+            self._count(event, "delivered")
         elif status == 0 or status >= 500 or status in RETRYABLE_STATUS:
             if attempt >= self.settings.max_attempts:
                 await self._dead(event, f"{outcome} after {attempt} attempts")
@@ -144,14 +165,19 @@ class Deliverer:
             if retry_after is not None:
                 delay = max(delay, min(retry_after, self.settings.backoff_max))
             await self.storage.retry_event(event.id, self.owner, time.time() + delay, outcome)
-            self.counts["retried"] += 1
+            self._count(event, "retried")
         else:
             await self._dead(event, f"{outcome}: the receiver refused it")
 
     async def _dead(self, event: OutboxEvent, reason: str) -> None:
         await self.storage.dead_letter_event(event.id, self.owner, reason)
-        self.counts["dead"] += 1
+        self._count(event, "dead")
         log.warning("delivery_dead_lettered", event_id=event.id, endpoint=event.endpoint, reason=reason)
+
+    def _count(self, event: OutboxEvent, outcome: str) -> None:
+        self.counts[outcome] += 1
+        if self.metrics is not None:
+            self.metrics.delivery(event.endpoint, outcome)
 
     def backoff(self, attempt: int) -> float:
         """Exponential with full jitter over the upper half: spreads retries of many events."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -27,6 +28,7 @@ from gateway.errors import (
     UnknownApp,
 )
 from gateway.logs import get_logger, mask_phone
+from gateway.metrics import CONTENT_TYPE
 from gateway.runtime import Gateway
 
 LOGIN_FLOWS = frozenset({"login", "phone_oneshot"})
@@ -109,6 +111,9 @@ class JSONHandler(tornado.web.RequestHandler):
                 event["detail"] = self.error.log_detail
         access_log.info("request", **event)
         if self.ctx is not None:
+            # labels only from configured apps and flows: never from what a client typed
+            seconds = event["duration_ms"] / 1000.0
+            self.gateway.metrics.request(self.app_name, self.flow, event["status"], seconds, self.ctx.timings)
             self.gateway.hooks.notify(
                 "wxgate_request_finished",
                 request_id=event["request_id"],
@@ -136,7 +141,8 @@ class FlowHandler(JSONHandler):
 
     async def run_flow(self, app_name: str, endpoint: str) -> None:
         self.app_name = app_name
-        app = self.gateway.apps.get(app_name)
+        snapshot = self.gateway.current  # this request finishes on it, whatever a reload does
+        app = snapshot.apps.get(app_name)
         if app is None:
             raise UnknownApp()
         fields = self.parse_fields()
@@ -152,7 +158,7 @@ class FlowHandler(JSONHandler):
             token=token,
             wechat=app.wechat,
             storage=self.gateway.storage,
-            events=self.gateway.events,
+            events=snapshot.events,
             log=access_log.bind(request_id=self.request_id, app=app_name, flow=self.flow),
             request_id=self.request_id,
             client_ip=self.request.remote_ip or "",
@@ -162,7 +168,7 @@ class FlowHandler(JSONHandler):
             "wxgate_request_started", request_id=self.request_id, app=app_name, flow=self.flow, client_ip=ctx.client_ip
         )
         try:
-            async with asyncio.timeout(self.gateway.config.server.request_timeout):
+            async with asyncio.timeout(snapshot.config.server.request_timeout):
                 await pipeline.run(ctx)
         except TimeoutError:
             ctx.failed_step = next(reversed(ctx.timings), None)
@@ -280,5 +286,38 @@ class NotFoundHandler(JSONHandler):
 
 
 class HealthHandler(JSONHandler):
+    """/healthz: the process is up and serving."""
+
     def get(self) -> None:
         self.write_json({"status": "ok", "config": self.gateway.config.digest, "pid": os.getpid()})
+
+
+class ReadyHandler(JSONHandler):
+    """/readyz: storage answers, every upstream is reachable, a configuration is loaded."""
+
+    async def get(self) -> None:
+        checks: dict[str, str] = {}
+        try:
+            await self.gateway.storage.ping()
+            checks["storage"] = "ok"
+        except GatewayError as exc:
+            checks["storage"] = exc.code
+        for name, app in self.gateway.apps.items():
+            reachable = app.config.uses_sandbox or await self.gateway.probes.reachable(app.config.upstream)
+            checks[f"upstream:{name}"] = "ok" if reachable else "unreachable"
+        ready = all(value == "ok" for value in checks.values())
+        self.write_json(
+            {"status": "ready" if ready else "not_ready", "checks": checks, "config": self.gateway.config.digest},
+            200 if ready else 503,
+        )
+
+
+class MetricsHandler(JSONHandler):
+    """/metrics in Prometheus' text format."""
+
+    async def get(self) -> None:
+        # if storage is down the scrape still reports everything else; /readyz tells about storage
+        with contextlib.suppress(GatewayError):
+            self.gateway.metrics.set_outbox(await self.gateway.storage.count_events())
+        self.set_header("Content-Type", CONTENT_TYPE)
+        self.finish(self.gateway.metrics.render())

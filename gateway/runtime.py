@@ -1,4 +1,11 @@
-"""The running gateway: storage, per-app WeChat clients and pipelines, built once."""
+"""The running gateway.
+
+:class:`Gateway` lives as long as the process: storage, hooks, the sandbox's simulated
+WeChat, the webhook deliverer. What a configuration file defines (apps, their WeChat
+clients and pipelines) is a :class:`Snapshot`, built once and swapped atomically by
+:meth:`Gateway.reload`; a request takes the current snapshot when it starts and
+finishes on it, even if a reload happens meanwhile.
+"""
 
 from __future__ import annotations
 
@@ -10,14 +17,20 @@ from tornado.httpclient import AsyncHTTPClient
 
 from gateway.config import AppConfig, Config
 from gateway.delivery import Deliverer
+from gateway.errors import ConfigError
 from gateway.events import Events
 from gateway.hooks import Hooks
+from gateway.logs import get_logger
+from gateway.metrics import Metrics
 from gateway.pipeline import Pipeline
+from gateway.probes import Probes
 from gateway.sandbox import SandboxApp, SandboxWorld
 from gateway.storage import Storage
 from gateway.wechat.client import WeChatClient
 
 SANDBOX_UPSTREAM_PATH = "/_sandbox/upstream"
+
+log = get_logger("wxgate")
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,12 +40,18 @@ class AppRuntime:
     pipelines: Mapping[str, Pipeline]
 
 
-class Gateway:
-    """Everything a request needs, built from one :class:`Config`.
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """Everything built from one configuration file."""
 
-    ``self_url`` is where this gateway itself listens (``http://127.0.0.1:PORT``):
-    apps with ``upstream: sandbox`` call the sandbox mounted there, over real HTTP.
-    """
+    config: Config
+    apps: Mapping[str, AppRuntime]
+    events: Events
+
+
+class Gateway:
+    """``self_url`` is where this gateway itself listens (``http://127.0.0.1:PORT``):
+    apps with ``upstream: sandbox`` call the sandbox mounted there, over real HTTP."""
 
     def __init__(
         self,
@@ -41,41 +60,75 @@ class Gateway:
         http: AsyncHTTPClient | None = None,
         storage: Storage | None = None,
         hooks: Hooks | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
-        self.config = config
+        self.self_url = self_url.rstrip("/")
+        self.http = http
         self.storage: Storage = storage if storage is not None else config.storage_cls(config.storage_options)
         self.hooks = hooks if hooks is not None else Hooks()
-        self.deliverer = Deliverer(self.storage, config.webhooks, http) if config.webhooks.active else None
-        self.events = Events(self.storage, config.webhooks, self.deliverer.wake if self.deliverer else lambda: None)
-        self.sandbox: SandboxWorld | None = None
-        if config.uses_sandbox:
-            self.sandbox = SandboxWorld(
-                apps=[
-                    SandboxApp(app.name, app.appid, app.secret.get_secret_value())
-                    for app in config.apps.values()
-                    if app.uses_sandbox
-                ]
-            )
-        self.apps: dict[str, AppRuntime] = {}
+        self.metrics = metrics if metrics is not None else Metrics()
+        self.probes = Probes()
+        self.deliverer = Deliverer(self.storage, config.webhooks, http, self.metrics)
+        self.sandbox: SandboxWorld | None = SandboxWorld(apps=[]) if config.uses_sandbox else None
+        self.current = self._build(config)
+        self.metrics.config_loaded(config.digest)
+
+    @property
+    def config(self) -> Config:
+        return self.current.config
+
+    @property
+    def apps(self) -> Mapping[str, AppRuntime]:
+        return self.current.apps
+
+    @property
+    def events(self) -> Events:
+        return self.current.events
+
+    def _build(self, config: Config) -> Snapshot:
+        if self.sandbox is not None:
+            # the simulated users stay; the apps follow the configuration
+            self.sandbox.apps = [
+                SandboxApp(app.name, app.appid, app.secret.get_secret_value())
+                for app in config.apps.values()
+                if app.uses_sandbox
+            ]
+        apps = {}
         for name, app in config.apps.items():
-            base = self_url.rstrip("/") + SANDBOX_UPSTREAM_PATH if app.uses_sandbox else app.upstream
-            self.apps[name] = AppRuntime(
+            base = self.self_url + SANDBOX_UPSTREAM_PATH if app.uses_sandbox else app.upstream
+            apps[name] = AppRuntime(
                 config=app,
-                wechat=WeChatClient(app, base, self.storage, http),
+                wechat=WeChatClient(app, base, self.storage, self.http, self.metrics),
                 pipelines={flow: Pipeline.build(flow, steps) for flow, steps in config.flows[name].items()},
             )
+        return Snapshot(config=config, apps=apps, events=Events(self.storage, config.webhooks, self.deliverer.wake))
+
+    def reload(self, config: Config) -> None:
+        """Swap in a validated configuration. Raises ConfigError (and keeps the running
+        one) for what cannot change in a running process."""
+        old = self.current.config
+        if (config.storage_cls, config.storage_options) != (old.storage_cls, old.storage_options):
+            raise ConfigError(f"{config.path}: storage: changes to the storage need a restart")
+        if config.uses_sandbox and self.sandbox is None:
+            raise ConfigError(f"{config.path}: an app now uses the sandbox, which was not mounted: restart")
+        if (config.server.host, config.server.port) != (old.server.host, old.server.port):
+            log.warning("config_reload_partial", detail="server.host/port apply at the next restart")
+        snapshot = self._build(config)  # steps are built here: a failing one keeps the old config
+        self.current = snapshot
+        self.deliverer.reconfigure(config.webhooks)
+        self.metrics.config_loaded(config.digest)
+        log.info("config_reloaded", digest=config.digest, previous=old.digest, path=config.path)
+        self.hooks.notify("wxgate_config_reloaded", digest=config.digest, previous_digest=old.digest)
 
     async def start(self) -> None:
         await self.storage.start()
-        if self.deliverer is not None:
-            self.deliverer.start()
+        self.deliverer.start()
         self.hooks.notify(
             "wxgate_startup", config_digest=self.config.digest, apps=list(self.config.apps), pid=os.getpid()
         )
 
     async def close(self) -> None:
-        if self.deliverer is not None:
-            await self.deliverer.stop()
+        await self.deliverer.stop()
         self.hooks.notify("wxgate_shutdown", pid=os.getpid())
         await self.hooks.drain()
         await self.storage.close()

@@ -206,5 +206,9 @@ class Storage(ABC):
         """Dead events (all when ``event_ids`` is None) back to pending; returns how many."""
 
     @abstractmethod
+    async def count_events(self) -> dict[str, int]:
+        """How many events are in each status (for metrics)."""
+
+    @abstractmethod
     async def purge_events(self, status: EventStatus, older_than: float) -> int:
         """Delete events of that status created before ``older_than``; returns how many."""

@@ -26,6 +26,7 @@ from gateway.errors import (
     UpstreamUnreachable,
     error_for_errcode,
 )
+from gateway.metrics import Metrics
 from gateway.secret import Secret
 from gateway.storage import Storage
 from gateway.wechat.crypto import checksession_signature
@@ -35,11 +36,19 @@ TOKEN_ERRCODES = frozenset({40001, 40014, 42001})
 
 
 class WeChatClient:
-    def __init__(self, app: AppConfig, base_url: str, storage: Storage, http: AsyncHTTPClient | None = None) -> None:
+    def __init__(
+        self,
+        app: AppConfig,
+        base_url: str,
+        storage: Storage,
+        http: AsyncHTTPClient | None = None,
+        metrics: Metrics | None = None,
+    ) -> None:
         self.app = app
         self.base_url = base_url.rstrip("/")
         self._http = http
-        self.tokens = AccessTokens(app.appid, storage, self.fetch_access_token)
+        self.metrics = metrics
+        self.tokens = AccessTokens(app.appid, storage, self.fetch_access_token, metrics)
         self.calls: dict[str, int] = {}
 
     @property
@@ -133,12 +142,15 @@ class WeChatClient:
         try:
             response = await self.http.fetch(request)
         except HTTPTimeoutError:
+            self._count(api, "timeout")
             raise UpstreamTimeout(log_detail=f"{api}: no answer within {self.app.timeout}s") from None
         except HTTPClientError as exc:
+            self._count(api, f"http_{exc.code}")
             if exc.code == 599:
                 raise UpstreamUnreachable(log_detail=f"{api}: {exc}") from None
             raise UpstreamError(log_detail=f"{api}: HTTP {exc.code}") from None
         except (OSError, StreamClosedError) as exc:
+            self._count(api, "unreachable")
             raise UpstreamUnreachable(log_detail=f"{api}: {type(exc).__name__}: {exc}") from None
         try:
             answer = json.loads(response.body or b"")
@@ -147,6 +159,7 @@ class WeChatClient:
         if not isinstance(answer, dict):
             raise UpstreamError(log_detail=f"{api}: answer is not a JSON object")
         errcode = answer.get("errcode", 0)
+        self._count(api, str(errcode if errcode is not None else 0))
         if errcode in (0, None):
             return answer
         errmsg = str(answer.get("errmsg", ""))
@@ -155,6 +168,10 @@ class WeChatClient:
         if not isinstance(errcode, int):
             raise UpstreamError(log_detail=f"{api}: errcode is not an integer")
         raise error_for_errcode(errcode, errmsg, api)
+
+    def _count(self, api: str, outcome: str) -> None:
+        if self.metrics is not None:
+            self.metrics.upstream(api, outcome)
 
 
 class _StaleToken(UpstreamError):

@@ -13,6 +13,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 
+from gateway.metrics import Metrics
 from gateway.secret import Secret
 from gateway.storage import AccessToken, Storage
 
@@ -26,8 +27,9 @@ Fetch = Callable[[], Awaitable[tuple[str, int]]]
 
 
 class AccessTokens:
-    def __init__(self, appid: str, storage: Storage, fetch: Fetch) -> None:
+    def __init__(self, appid: str, storage: Storage, fetch: Fetch, metrics: Metrics | None = None) -> None:
         self.appid = appid
+        self.metrics = metrics
         self.storage = storage
         self.fetch = fetch
         self.owner = f"{uuid.uuid4().hex[:12]}"
@@ -75,6 +77,8 @@ class AccessTokens:
     async def _refresh(self) -> AccessToken:
         token, expires_in = await self.fetch()
         self.refreshes += 1
+        if self.metrics is not None:
+            self.metrics.token_refreshed(self.appid)
         record = AccessToken(self.appid, token, time.time() + expires_in)
         await self.storage.put_access_token(record)
         return record

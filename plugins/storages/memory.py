@@ -185,6 +185,12 @@ class MemoryStorage(Storage):
                 count += 1
         return count
 
+    async def count_events(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for event in self.events.values():
+            counts[event.status] = counts.get(event.status, 0) + 1
+        return counts
+
     async def purge_events(self, status: EventStatus, older_than: float) -> int:
         doomed = [e.id for e in self.events.values() if e.status == status and e.created_at < older_than]
         for event_id in doomed:

@@ -468,6 +468,13 @@ class MongoStorage(Storage):
         return int(result.modified_count)
 
     @_guarded
+    async def count_events(self) -> dict[str, int]:
+        counts = {}
+        for status in ("pending", "delivering", "delivered", "dead"):
+            counts[status] = int(await self.db.outbox.count_documents({"status": status}))
+        return counts
+
+    @_guarded
     async def purge_events(self, status: EventStatus, older_than: float) -> int:
         result = await self.db.outbox.delete_many({"status": status, "created_at": {"$lt": older_than}})
         return int(result.deleted_count)
