@@ -5,21 +5,25 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
+import os
 import signal
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
 import tornado.httpclient
 import tornado.netutil
 from tornado.httpserver import HTTPServer
 
 from gateway import __version__
-from gateway.config import DEFAULT_CONFIG, load_config
+from gateway.config import DEFAULT_CONFIG, FLOWS, load_config
 from gateway.errors import ConfigError, GatewayError
 from gateway.logs import configure_logging, get_logger
 from gateway.pipeline import Pipeline
-from gateway.registry import PluginError
+from gateway.registry import PluginError, Registry
 from gateway.sandbox import SandboxApp, SandboxWorld, make_sandbox_app
 from gateway.server import serve
 from gateway.wechat import crypto
@@ -84,6 +88,28 @@ def _parser() -> argparse.ArgumentParser:
     purge.add_argument("--status", choices=("delivered", "dead"), required=True)
     purge.add_argument("--older-than", required=True, help="age such as 30s, 15m, 12h or 7d")
     events.set_defaults(func=_events)
+
+    pipelines = sub.add_parser("pipelines", help="show each app's resolved flows with step options (secrets masked)")
+    pipelines.add_argument("config", help="YAML file")
+    pipelines.add_argument("--app", help="only this app")
+    pipelines.add_argument("--json", action="store_true", help="as JSON")
+    pipelines.set_defaults(func=_pipelines)
+
+    dry = sub.add_parser("dry-run", help="run one flow against the sandbox and show each step")
+    dry.add_argument("config", help="YAML file")
+    dry.add_argument("--app", required=True)
+    dry.add_argument("--flow", required=True, choices=FLOWS)
+    dry.add_argument("--user", default="dry-run-user", help="the simulated WeChat user (default: %(default)s)")
+    dry.add_argument("--input", default="{}", help="JSON object of request fields that override the simulated ones")
+    dry.set_defaults(func=_dry_run)
+
+    reload = sub.add_parser("reload", help="validate a configuration, then tell the running gateway to load it")
+    reload.add_argument("--config", default=str(DEFAULT_CONFIG), help="YAML file (default: %(default)s)")
+    reload.add_argument("--pid", type=int, help="the gateway's pid (default: read server.pid_file)")
+    reload.set_defaults(func=_reload)
+
+    version = sub.add_parser("version", help="print the version of wxgate and of every plugin")
+    version.set_defaults(func=_version)
 
     sandbox = sub.add_parser("sandbox", help="run only the fake WeChat upstream")
     sandbox.add_argument("--config", default=str(DEFAULT_CONFIG), help="apps to simulate (default: %(default)s)")
@@ -156,6 +182,86 @@ def _events(args: argparse.Namespace) -> int:
     except GatewayError as exc:
         print(f"wxgate events: {exc.client_message} ({exc.log_detail or exc.code})", file=sys.stderr)
         return 1
+
+
+def _pipelines(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    apps = [args.app] if args.app else list(config.apps)
+    out: dict[str, Any] = {}
+    for name in apps:
+        if name not in config.apps:
+            print(f"wxgate pipelines: no app {name!r} in {args.config}", file=sys.stderr)
+            return 2
+        app = config.apps[name]
+        out[name] = {
+            "appid": app.appid,
+            "secret": "***",
+            "upstream": app.upstream,
+            "flows": {
+                flow: [{step.name: step.options.model_dump(mode="json")} for step in steps]
+                for flow, steps in config.flows[name].items()
+            },
+        }
+    if args.json:
+        print(json.dumps(out, indent=2, ensure_ascii=False))
+        return 0
+    for name, app_info in out.items():
+        print(f"{name}  appid={app_info['appid']}  upstream={app_info['upstream']}")
+        for flow, steps in app_info["flows"].items():
+            print(f"  {flow}:")
+            for step in steps:
+                ((step_name, options),) = step.items()
+                shown = ", ".join(f"{k}={v!r}" for k, v in options.items())
+                print(f"    - {step_name}" + (f"  ({shown})" if shown else ""))
+    return 0
+
+
+def _dry_run(args: argparse.Namespace) -> int:
+    from gateway.dry_run import run_dry
+
+    config = load_config(args.config)
+    configure_logging("console", level=logging.WARNING)  # the result is the output
+    try:
+        extra = json.loads(args.input)
+        if not isinstance(extra, dict):
+            raise ValueError("not an object")
+    except ValueError as exc:
+        print(f"wxgate dry-run: --input must be a JSON object ({exc})", file=sys.stderr)
+        return 2
+    result = run_dry(config, args.app, args.flow, args.user, extra)
+    print(json.dumps(result, indent=2, ensure_ascii=False))
+    return 0 if 200 <= int(result["status"]) < 300 else 1
+
+
+def _reload(args: argparse.Namespace) -> int:
+    config = load_config(args.config)  # refuse here, with file:line, before bothering the gateway
+    pid = args.pid
+    if pid is None:
+        if not config.server.pid_file:
+            print("wxgate reload: give --pid, or set server.pid_file in the configuration", file=sys.stderr)
+            return 2
+        try:
+            pid = int(Path(config.server.pid_file).read_text().strip())
+        except (OSError, ValueError) as exc:
+            print(f"wxgate reload: cannot read {config.server.pid_file}: {exc}", file=sys.stderr)
+            return 2
+    try:
+        os.kill(pid, signal.SIGHUP)
+    except ProcessLookupError:
+        print(f"wxgate reload: no process {pid} (is the gateway running?)", file=sys.stderr)
+        return 1
+    print(f"{args.config}: valid (digest {config.digest}); reload signal sent to {pid}")
+    return 0
+
+
+def _version(args: argparse.Namespace) -> int:
+    registry = Registry.discover()
+    print(f"wxgate {__version__}")
+    plugins: list[tuple[str, str, str]] = [("step", n, c.version) for n, c in registry.steps.items()]
+    plugins += [("storage", n, c.version) for n, c in registry.storages.items()]
+    for kind, name, plugin_version in sorted(plugins):
+        print(f"  {kind} {name} {plugin_version} ({registry.origins[f'{kind} {name!r}']})")
+    return 0
 
 
 def _validate(args: argparse.Namespace) -> int:

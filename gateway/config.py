@@ -43,6 +43,8 @@ class ServerConfig(_Strict):
     log_format: Literal["console", "json"] = "console"
     max_body_bytes: int = Field(64 * 1024, ge=1024)
     request_timeout: float = Field(30.0, gt=0, le=600, description="Bound on one request's whole pipeline.")
+    pid_file: str | None = Field(None, description="Where serve writes its pid, for `wxgate reload`.")
+    watch_config: bool = Field(False, description="Reload when the configuration file changes.")
     trust_proxy_headers: bool = Field(
         False, description="Take the client address from X-Forwarded-For/X-Real-Ip (only behind a proxy)."
     )

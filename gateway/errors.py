@@ -234,6 +234,13 @@ class UpstreamRateLimited(GatewayError):
     retry_after = 60
 
 
+class RateLimited(GatewayError):
+    status = 429
+    code = "rate_limited"
+    message = "Too many requests."
+    hint = "Wait for the number of seconds in Retry-After before trying again."
+
+
 class StepFailed(GatewayError):
     status = 500
     code = "step_failed"

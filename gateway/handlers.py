@@ -114,6 +114,9 @@ class JSONHandler(tornado.web.RequestHandler):
             # labels only from configured apps and flows: never from what a client typed
             seconds = event["duration_ms"] / 1000.0
             self.gateway.metrics.request(self.app_name, self.flow, event["status"], seconds, self.ctx.timings)
+            limited = self.ctx.state.get("wxgate.rate_limited")
+            if limited:
+                self.gateway.metrics.limited(self.app_name, self.flow, limited)
             self.gateway.hooks.notify(
                 "wxgate_request_finished",
                 request_id=event["request_id"],

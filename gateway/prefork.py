@@ -32,6 +32,7 @@ def run_workers(count: int, work: Callable[[int], None], max_restarts: int = MAX
         if pid == 0:
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             signal.signal(signal.SIGINT, signal.SIG_DFL)
+            signal.signal(signal.SIGHUP, signal.SIG_DFL)
             code = 0
             try:
                 work(worker_id)
@@ -51,8 +52,14 @@ def run_workers(count: int, work: Callable[[int], None], max_restarts: int = MAX
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
 
+    def forward(signum: int, _frame: FrameType | None) -> None:
+        for pid in list(children):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signum)
+
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGHUP, forward)  # reload: every worker re-reads the file
     for worker_id in range(count):
         spawn(worker_id)
     log.info("workers_started", workers=count, pids=sorted(children))

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 import signal
 import socket
+from pathlib import Path
 
 import structlog.contextvars
 import tornado.httpclient
@@ -13,10 +15,12 @@ import tornado.netutil
 from tornado.httpserver import HTTPServer
 
 from gateway.app import make_app
-from gateway.config import Config
+from gateway.config import Config, load_config
 from gateway.errors import ConfigError
 from gateway.logs import get_logger
+from gateway.metrics import enable_multiprocess
 from gateway.prefork import run_workers
+from gateway.registry import PluginError
 from gateway.runtime import Gateway
 from gateway.storage import Storage
 
@@ -50,6 +54,12 @@ def serve(config: Config, host: str, port: int, processes: int = 1) -> int:
     bound_port = sockets[0].getsockname()[1]
     storage = config.storage_cls(config.storage_options)
     storage.before_fork()  # e.g. the embedded MongoDB, shared by all workers
+    if processes > 1:
+        enable_multiprocess()  # before any worker creates its metrics
+    pid_file = Path(config.server.pid_file) if config.server.pid_file else None
+    if pid_file is not None:
+        pid_file.parent.mkdir(parents=True, exist_ok=True)
+        pid_file.write_text(f"{os.getpid()}\n")
 
     def work(worker_id: int) -> None:
         structlog.contextvars.bind_contextvars(worker=worker_id, pid=os.getpid())
@@ -65,6 +75,38 @@ def serve(config: Config, host: str, port: int, processes: int = 1) -> int:
             sock.close()
         if processes > 1:
             asyncio.run(storage.close())  # the parent owns what before_fork started
+        if pid_file is not None:
+            pid_file.unlink(missing_ok=True)
+
+
+def reload_from_file(gateway: Gateway, path: str) -> bool:
+    """Load, validate and swap; an invalid file is refused and the running config stays."""
+    log = get_logger()
+    try:
+        gateway.reload(load_config(path))
+    except (ConfigError, PluginError) as exc:
+        gateway.metrics.reload_failed()
+        log.error("config_reload_refused", path=path, error=str(exc), running=gateway.config.digest)
+        return False
+    return True
+
+
+async def _watch(gateway: Gateway, path: str, interval: float = 1.0) -> None:
+    """Opt-in (server.watch_config): reload when the file's content changes."""
+    seen = _digest_of(path)
+    while True:
+        await asyncio.sleep(interval)
+        current = _digest_of(path)
+        if current is not None and current != seen:
+            seen = current
+            reload_from_file(gateway, path)
+
+
+def _digest_of(path: str) -> str | None:
+    try:
+        return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    except OSError:
+        return None
 
 
 async def _run_worker(config: Config, storage: Storage, sockets: list[socket.socket], self_url: str) -> None:
@@ -80,7 +122,11 @@ async def _run_worker(config: Config, storage: Storage, sockets: list[socket.soc
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, reload_from_file, gateway, config.path)
+    watcher = asyncio.create_task(_watch(gateway, config.path)) if config.server.watch_config else None
     await stop.wait()
+    if watcher is not None:
+        watcher.cancel()
     server.stop()
     await server.close_all_connections()
     await gateway.close()

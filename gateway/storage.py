@@ -176,6 +176,13 @@ class Storage(ABC):
     @abstractmethod
     async def release_lease(self, name: str, owner: str) -> None: ...
 
+    # --- rate-limit counters, shared by every process ----------------------------------
+
+    @abstractmethod
+    async def incr_counter(self, key: str, expires_at: float) -> int:
+        """Add one to the counter ``key`` (created at 0) and return the new value; the
+        counter may be forgotten after ``expires_at``."""
+
     # --- the event outbox --------------------------------------------------------------
 
     @abstractmethod

@@ -47,6 +47,7 @@ class MemoryStorage(Storage):
         self.tokens: dict[str, AccessToken] = {}
         self.leases: dict[str, tuple[str, float]] = {}
         self.events: dict[str, OutboxEvent] = {}
+        self.counters: dict[str, tuple[int, float]] = {}
         self._writes = 0
 
     # --- session keys and login sessions -------------------------------------------------
@@ -128,6 +129,17 @@ class MemoryStorage(Storage):
         holder = self.leases.get(name)
         if holder is not None and holder[0] == owner:
             del self.leases[name]
+
+    # --- rate-limit counters -------------------------------------------------------------
+
+    async def incr_counter(self, key: str, expires_at: float) -> int:
+        count = self.counters.get(key, (0, expires_at))[0] + 1
+        self.counters[key] = (count, expires_at)
+        if len(self.counters) > 100_000:
+            now = time.time()
+            for stale in [k for k, (_, until) in self.counters.items() if until < now]:
+                del self.counters[stale]
+        return count
 
     # --- the event outbox --------------------------------------------------------------
 

@@ -191,6 +191,7 @@ class MongoStorage(Storage):
         await db.phones.create_index([("appid", ASCENDING), ("openid", ASCENDING), ("key", ASCENDING)], unique=True)
         await db.phones.create_index([("key", ASCENDING)])
         await db.sessions.create_index([("expire_at", ASCENDING)], expireAfterSeconds=0)
+        await db.counters.create_index([("expire_at", ASCENDING)], expireAfterSeconds=0)
         await db.outbox.create_index([("status", ASCENDING), ("next_attempt_at", ASCENDING)])
         await db.outbox.create_index([("status", ASCENDING), ("created_at", ASCENDING)])
 
@@ -386,6 +387,22 @@ class MongoStorage(Storage):
     @_guarded
     async def release_lease(self, name: str, owner: str) -> None:
         await self.db.leases.delete_one({"_id": name, "owner": owner})
+
+    # --- rate-limit counters -------------------------------------------------------------
+
+    @_guarded
+    async def incr_counter(self, key: str, expires_at: float) -> int:
+        # one atomic round trip; expire_at is the same for every increment of a key
+        doc = await self.db.counters.find_one_and_update(
+            {"_id": key},
+            {
+                "$inc": {"n": 1},
+                "$set": {"expire_at": dt.datetime.fromtimestamp(expires_at, dt.UTC).replace(tzinfo=None)},
+            },
+            upsert=True,
+            return_document=ReturnDocument.AFTER,
+        )
+        return int(doc["n"])
 
     # --- the event outbox --------------------------------------------------------------
 
