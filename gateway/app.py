@@ -10,7 +10,14 @@ from typing import Any
 
 import tornado.web
 
-from gateway.handlers import FlowHandler, HealthHandler, MetricsHandler, NotFoundHandler, ReadyHandler
+from gateway.handlers import (
+    FlowHandler,
+    HealthHandler,
+    MetricsHandler,
+    NotFoundHandler,
+    OpenAPIHandler,
+    ReadyHandler,
+)
 from gateway.runtime import SANDBOX_UPSTREAM_PATH, Gateway
 from gateway.sandbox import sandbox_routes
 
@@ -27,6 +34,7 @@ def make_app(gateway: Gateway, **settings: Any) -> tornado.web.Application:
         tornado.web.url(r"/healthz", HealthHandler, args),
         tornado.web.url(r"/readyz", ReadyHandler, args),
         tornado.web.url(r"/metrics", MetricsHandler, args),
+        tornado.web.url(r"/openapi\.json", OpenAPIHandler, args),
     ]
     if gateway.sandbox is not None:
         # Only when an app uses the sandbox: never expose fake endpoints beside real ones.

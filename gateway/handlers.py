@@ -29,6 +29,7 @@ from gateway.errors import (
 )
 from gateway.logs import get_logger, mask_phone
 from gateway.metrics import CONTENT_TYPE
+from gateway.openapi import build_openapi
 from gateway.runtime import Gateway
 
 LOGIN_FLOWS = frozenset({"login", "phone_oneshot"})
@@ -313,6 +314,18 @@ class ReadyHandler(JSONHandler):
             {"status": "ready" if ready else "not_ready", "checks": checks, "config": self.gateway.config.digest},
             200 if ready else 503,
         )
+
+
+class OpenAPIHandler(JSONHandler):
+    """/openapi.json, built once per process."""
+
+    document: bytes | None = None
+
+    def get(self) -> None:
+        if OpenAPIHandler.document is None:
+            OpenAPIHandler.document = json.dumps(build_openapi(), ensure_ascii=False).encode()
+        self.set_header("Content-Type", "application/json; charset=utf-8")
+        self.finish(OpenAPIHandler.document)
 
 
 class MetricsHandler(JSONHandler):

@@ -135,7 +135,7 @@ class WebhookTest(GatewayTestCase):
         assert dead.last_error == "HTTP 400: the receiver refused it"
         assert len(self.crm.received) == 1
         assert self.io_loop.run_sync(lambda: storage.requeue_events(None, time.time())) == 1
-        self.gateway.deliverer.wake()  # type: ignore[union-attr]
+        self.gateway.deliverer.wake()
         self.wait_for(lambda: len(self.crm.delivered()) == 1)
 
     def test_max_attempts_then_dead_never_dropped(self) -> None:
