@@ -411,7 +411,10 @@ def test_unknown_server_key_lists_server_keys() -> None:
         + APP
     )
     assert message.startswith(f"{FILE}:3: server.hots: unknown key 'hots'")
-    assert "expected one of: host, log_format, max_body_bytes, port" in message
+    assert (
+        "expected one of: host, log_format, max_body_bytes, pid_file, port, request_timeout, "
+        "trust_proxy_headers, watch_config" in message
+    )
 
 
 def test_unknown_app_key_lists_app_keys() -> None:
