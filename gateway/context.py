@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from gateway.errors import Unauthorized
 from gateway.secret import Secret
 
 if TYPE_CHECKING:
@@ -56,8 +57,6 @@ class Context:
     failed_step: str | None = None
 
     def require_session(self) -> Session:
-        from gateway.errors import Unauthorized
-
         if self.session is None:
             raise Unauthorized(log_detail="a step needing a session ran before any session step")
         return self.session

@@ -8,7 +8,6 @@ import json
 import os
 import re
 import time
-import uuid
 from typing import Any
 
 import tornado.web
@@ -40,7 +39,6 @@ STRING_FIELDS = frozenset({"code", "encryptedData", "iv", "rawData", "signature"
 FORBIDDEN_RESPONSE_KEYS = frozenset({"session_key", "sessionKey", "previous_session_key", "secret", "access_token"})
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 
-access_log = get_logger("wxgate.access")
 
 
 class JSONHandler(tornado.web.RequestHandler):
@@ -58,7 +56,7 @@ class JSONHandler(tornado.web.RequestHandler):
 
     def prepare(self) -> None:
         given = self.request.headers.get("X-Request-Id", "")
-        self.request_id = given if _REQUEST_ID.match(given) else uuid.uuid4().hex
+        self.request_id = given if given and _REQUEST_ID.match(given) else os.urandom(16).hex()
         self.set_header("X-Request-Id", self.request_id)
         limit = self.gateway.config.server.max_body_bytes
         if len(self.request.body or b"") > limit:
@@ -110,7 +108,7 @@ class JSONHandler(tornado.web.RequestHandler):
             event["error"] = self.error.code
             if self.error.log_detail:
                 event["detail"] = self.error.log_detail
-        access_log.info("request", **event)
+        self.gateway.access_log.info("request", **event)
         if self.ctx is not None:
             # labels only from configured apps and flows: never from what a client typed
             seconds = event["duration_ms"] / 1000.0
@@ -163,7 +161,7 @@ class FlowHandler(JSONHandler):
             wechat=app.wechat,
             storage=self.gateway.storage,
             events=snapshot.events,
-            log=access_log.bind(request_id=self.request_id, app=app_name, flow=self.flow),
+            log=self.gateway.access_log.bind(request_id=self.request_id, app=app_name, flow=self.flow),
             request_id=self.request_id,
             client_ip=self.request.remote_ip or "",
         )

@@ -56,7 +56,10 @@ class Hooks:
         return bool(getattr(self.pm.hook, hook).get_hookimpls())
 
     def notify(self, hook: str, **kwargs: Any) -> None:
-        for impl in getattr(self.pm.hook, hook).get_hookimpls():
+        impls = getattr(self.pm.hook, hook).get_hookimpls()
+        if not impls:
+            return
+        for impl in impls:
             started = perf_counter()
             try:
                 result = impl.function(**{name: kwargs[name] for name in impl.argnames})

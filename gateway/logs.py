@@ -42,7 +42,7 @@ def mask_phone(text: str) -> str:
 
 def _scrub(value: Any) -> Any:
     if isinstance(value, str):
-        return mask_phone(value)
+        return mask_phone(value) if len(value) >= 11 else value  # shorter strings hold no phone
     if isinstance(value, dict):
         return {k: ("***" if str(k).lower() in SECRET_KEYS else _scrub(v)) for k, v in value.items()}
     if isinstance(value, list | tuple):
@@ -75,7 +75,7 @@ def configure_logging(
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=structlog.PrintLoggerFactory(stream or sys.stderr),
+        logger_factory=structlog.WriteLoggerFactory(stream or sys.stderr),
         cache_logger_on_first_use=False,
     )
     # Tornado's own loggers (warnings, errors) go to the same stream; its access log is

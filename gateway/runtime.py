@@ -68,6 +68,8 @@ class Gateway:
         self.hooks = hooks if hooks is not None else Hooks()
         self.metrics = metrics if metrics is not None else Metrics()
         self.probes = Probes()
+        # a concrete logger, bound once: binding the lazy proxy per request is slow
+        self.access_log = get_logger("wxgate.access").bind()
         self.deliverer = Deliverer(self.storage, config.webhooks, http, self.metrics)
         self.sandbox: SandboxWorld | None = SandboxWorld(apps=[]) if config.uses_sandbox else None
         self.current = self._build(config)
