@@ -115,6 +115,9 @@ def _parser() -> argparse.ArgumentParser:
     sandbox.add_argument("--config", default=str(DEFAULT_CONFIG), help="apps to simulate (default: %(default)s)")
     sandbox.add_argument("--host", default="127.0.0.1")
     sandbox.add_argument("--port", type=int, default=8081)
+    sandbox.add_argument(
+        "--reusable-codes", action="store_true", help="benchmarks only: codes may be redeemed more than once"
+    )
     sandbox.set_defaults(func=_sandbox)
     return parser
 
@@ -308,7 +311,10 @@ def _encrypt(args: argparse.Namespace) -> int:
 def _sandbox(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     configure_logging(config.server.log_format)
-    world = SandboxWorld(apps=[SandboxApp(a.name, a.appid, a.secret.get_secret_value()) for a in config.apps.values()])
+    world = SandboxWorld(
+        apps=[SandboxApp(a.name, a.appid, a.secret.get_secret_value()) for a in config.apps.values()],
+        reusable_codes=args.reusable_codes,
+    )
 
     async def run() -> None:
         server = HTTPServer(make_sandbox_app(world))

@@ -40,7 +40,6 @@ FORBIDDEN_RESPONSE_KEYS = frozenset({"session_key", "sessionKey", "previous_sess
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 
 
-
 class JSONHandler(tornado.web.RequestHandler):
     """Base: request id, JSON answers, the one error body, one access event."""
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import importlib.util
 import os
 import signal
 import socket
@@ -79,6 +80,15 @@ def serve(config: Config, host: str, port: int, processes: int = 1) -> int:
             pid_file.unlink(missing_ok=True)
 
 
+def configure_http_client() -> None:
+    """libcurl (pycurl) when installed: it keeps connections to WeChat alive, where
+    Tornado's own client opens (and, for HTTPS, handshakes) one per call."""
+    if importlib.util.find_spec("pycurl") is not None:
+        tornado.httpclient.AsyncHTTPClient.configure("tornado.curl_httpclient.CurlAsyncHTTPClient", max_clients=256)
+    else:
+        tornado.httpclient.AsyncHTTPClient.configure(None, max_clients=256)
+
+
 def reload_from_file(gateway: Gateway, path: str) -> bool:
     """Load, validate and swap; an invalid file is refused and the running config stays."""
     log = get_logger()
@@ -110,7 +120,7 @@ def _digest_of(path: str) -> str | None:
 
 
 async def _run_worker(config: Config, storage: Storage, sockets: list[socket.socket], self_url: str) -> None:
-    tornado.httpclient.AsyncHTTPClient.configure(None, max_clients=256)
+    configure_http_client()
     gateway = Gateway(config, self_url, storage=storage)
     await gateway.start()
     # X-Forwarded-For / X-Real-Ip are believed only behind a proxy that sets them.

@@ -402,3 +402,19 @@ class UpstreamTroubleTest(GatewayTestCase):
     def test_flow_not_configured_is_404(self) -> None:
         status, body, _ = self.call("/v1/demo/userinfo", {})
         assert (status, body["error"]["code"]) == (404, "flow_not_configured")
+
+
+class UpstreamTroubleOverCurlTest(UpstreamTroubleTest):
+    """The same faults through libcurl, the client the server uses when pycurl is installed."""
+
+    def setUp(self) -> None:
+        from tornado.httpclient import AsyncHTTPClient
+
+        AsyncHTTPClient.configure("tornado.curl_httpclient.CurlAsyncHTTPClient")
+        super().setUp()
+
+    def tearDown(self) -> None:
+        from tornado.httpclient import AsyncHTTPClient
+
+        super().tearDown()
+        AsyncHTTPClient.configure(None)

@@ -61,6 +61,8 @@ class SandboxWorld:
     apps: list[SandboxApp]
     code_ttl: float = CODE_TTL
     token_ttl: int = TOKEN_TTL
+    # Benchmarks only: a code may be redeemed again, so a load tool can replay one request.
+    reusable_codes: bool = False
     users: dict[tuple[str, str], SimUser] = field(default_factory=dict)
     login_codes: dict[str, OneTimeCode] = field(default_factory=dict)
     phone_codes: dict[str, OneTimeCode] = field(default_factory=dict)
@@ -138,7 +140,7 @@ class SandboxWorld:
             return 40029
         if entry.used:
             return 40163
-        entry.used = True
+        entry.used = not self.reusable_codes
         return self.users[(appid, entry.user)]
 
     def issue_token(self, appid: str, force_refresh: bool) -> tuple[str, int]:

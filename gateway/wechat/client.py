@@ -33,6 +33,7 @@ from gateway.wechat.crypto import checksession_signature
 from gateway.wechat.tokens import AccessTokens
 
 TOKEN_ERRCODES = frozenset({40001, 40014, 42001})
+CURLE_OPERATION_TIMEDOUT = 28
 
 
 class WeChatClient:
@@ -141,10 +142,10 @@ class WeChatClient:
         )
         try:
             response = await self.http.fetch(request)
-        except HTTPTimeoutError:
-            self._count(api, "timeout")
-            raise UpstreamTimeout(log_detail=f"{api}: no answer within {self.app.timeout}s") from None
         except HTTPClientError as exc:
+            if _timed_out(exc):
+                self._count(api, "timeout")
+                raise UpstreamTimeout(log_detail=f"{api}: no answer within {self.app.timeout}s") from None
             self._count(api, f"http_{exc.code}")
             if exc.code == 599:
                 raise UpstreamUnreachable(log_detail=f"{api}: {exc}") from None
@@ -172,6 +173,12 @@ class WeChatClient:
     def _count(self, api: str, outcome: str) -> None:
         if self.metrics is not None:
             self.metrics.upstream(api, outcome)
+
+
+def _timed_out(exc: HTTPClientError) -> bool:
+    # simple_httpclient raises HTTPTimeoutError; curl_httpclient a CurlError with
+    # libcurl's CURLE_OPERATION_TIMEDOUT (28)
+    return isinstance(exc, HTTPTimeoutError) or getattr(exc, "errno", None) == CURLE_OPERATION_TIMEDOUT
 
 
 class _StaleToken(UpstreamError):
