@@ -230,9 +230,9 @@ def test_version_lists_plugins() -> None:
 
 
 def test_every_command_has_help() -> None:
-    from gateway.cli import _parser
-
     import argparse
+
+    from gateway.cli import _parser
 
     (subparsers,) = [a for a in _parser()._actions if isinstance(a, argparse._SubParsersAction)]
     commands = list(subparsers.choices)
