@@ -61,6 +61,8 @@ class AppConfig(_Strict):
     secret: SecretStr
     upstream: str = Field(description="'sandbox', or WeChat's base URL: https://api.weixin.qq.com")
     timeout: float = Field(5.0, gt=0, le=60)
+    circuit_failures: int = Field(5, ge=1, le=1000, description="Consecutive upstream failures that open the circuit.")
+    circuit_cooldown: float = Field(10.0, gt=0, le=600, description="Seconds the circuit stays open.")
     pipelines: dict[FlowName, list[RawStep]] = Field(default_factory=dict)
 
     @field_validator("secret")

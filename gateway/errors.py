@@ -208,6 +208,12 @@ class WatermarkExpired(Unprocessable):
     hint = "Send encrypted data right after getPhoneNumber returns it; check the server clock."
 
 
+class Replayed(Unprocessable):
+    code = "replayed"
+    message = "This encrypted data was already accepted once."
+    hint = "Call getPhoneNumber again for fresh data; the gateway refuses replays."
+
+
 class PhoneMasked(Unprocessable):
     code = "phone_masked"
     message = "WeChat returned a masked phone number."
@@ -288,6 +294,14 @@ class PipelineTimeout(GatewayError):
     code = "pipeline_timeout"
     message = "The request took too long inside the gateway."
     hint = "Retry later; the operators can see which step was running in the log."
+
+
+class UpstreamCircuitOpen(GatewayError):
+    status = 503
+    code = "upstream_circuit_open"
+    message = "WeChat has been failing; the gateway is not calling it for a moment."
+    hint = "Retry after the number of seconds in Retry-After."
+    retry_after = 10
 
 
 class UpstreamTimeout(GatewayError):

@@ -29,6 +29,7 @@ from gateway.errors import (
 from gateway.metrics import Metrics
 from gateway.secret import Secret
 from gateway.storage import Storage
+from gateway.wechat.circuit import CircuitBreaker
 from gateway.wechat.crypto import checksession_signature
 from gateway.wechat.tokens import AccessTokens
 
@@ -49,6 +50,7 @@ class WeChatClient:
         self.base_url = base_url.rstrip("/")
         self._http = http
         self.metrics = metrics
+        self.circuit = CircuitBreaker(app.circuit_failures, app.circuit_cooldown)
         self.tokens = AccessTokens(app.appid, storage, self.fetch_access_token, metrics)
         self.calls: dict[str, int] = {}
 
@@ -129,6 +131,7 @@ class WeChatClient:
         query: dict[str, str] | None = None,
         body: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
+        self.circuit.before_call()  # open: fail fast with 503 upstream_circuit_open
         self.calls[api] = self.calls.get(api, 0) + 1
         url = self.base_url + path + ("?" + urlencode(query) if query else "")
         request = HTTPRequest(
@@ -143,6 +146,7 @@ class WeChatClient:
         try:
             response = await self.http.fetch(request)
         except HTTPClientError as exc:
+            self.circuit.failure()
             if _timed_out(exc):
                 self._count(api, "timeout")
                 raise UpstreamTimeout(log_detail=f"{api}: no answer within {self.app.timeout}s") from None
@@ -151,15 +155,22 @@ class WeChatClient:
                 raise UpstreamUnreachable(log_detail=f"{api}: {exc}") from None
             raise UpstreamError(log_detail=f"{api}: HTTP {exc.code}") from None
         except (OSError, StreamClosedError) as exc:
+            self.circuit.failure()
             self._count(api, "unreachable")
             raise UpstreamUnreachable(log_detail=f"{api}: {type(exc).__name__}: {exc}") from None
         try:
             answer = json.loads(response.body or b"")
         except ValueError:
+            self.circuit.failure()
             raise UpstreamError(log_detail=f"{api}: answer is not JSON") from None
         if not isinstance(answer, dict):
+            self.circuit.failure()
             raise UpstreamError(log_detail=f"{api}: answer is not a JSON object")
         errcode = answer.get("errcode", 0)
+        if errcode == -1:  # system busy: WeChat is in trouble, not the request
+            self.circuit.failure()
+        else:
+            self.circuit.success()
         self._count(api, str(errcode if errcode is not None else 0))
         if errcode in (0, None):
             return answer

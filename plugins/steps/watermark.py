@@ -2,18 +2,29 @@
 
 from __future__ import annotations
 
+import hashlib
 import time
-from typing import ClassVar
+from typing import ClassVar, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from gateway import Context, Step, StepOptions
-from gateway.errors import UnexpectedPayload, WatermarkExpired, WatermarkMismatch
+from gateway.errors import Replayed, UnexpectedPayload, WatermarkExpired, WatermarkMismatch
+from gateway.wechat.crypto import repair_base64
 
 
 class WatermarkOptions(StepOptions):
     max_age: int | None = Field(None, gt=0, description="Refuse data older than this many seconds.")
     max_skew: int = Field(300, ge=0, description="Tolerated seconds of a timestamp in the future.")
+    replay: Literal["allow", "reject"] = Field(
+        "allow", description="reject: the same encryptedData is accepted once within max_age."
+    )
+
+    @model_validator(mode="after")
+    def _replay_needs_window(self) -> WatermarkOptions:
+        if self.replay == "reject" and self.max_age is None:
+            raise ValueError("replay: reject needs max_age (it bounds how long replays are remembered)")
+        return self
 
 
 class Watermark(Step[WatermarkOptions]):
@@ -37,3 +48,10 @@ class Watermark(Step[WatermarkOptions]):
             raise WatermarkExpired(
                 f"The data's watermark is {int(now - stamp)}s old; this app accepts {self.options.max_age}s."
             )
+        data = ctx.fields.get("encryptedData")
+        if self.options.replay == "reject" and data and self.options.max_age is not None:
+            # remembered until the data would be too old anyway, in storage: every process sees it
+            digest = hashlib.sha256(repair_base64(data).encode()).hexdigest()
+            key = f"replay:{ctx.app.appid}:{digest}"
+            if await ctx.storage.incr_counter(key, stamp + self.options.max_age + self.options.max_skew) > 1:
+                raise Replayed()
