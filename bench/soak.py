@@ -117,11 +117,11 @@ def main() -> int:
         "good": results["good"],
         "bad": results["bad"],
         "rss_mb": {
-            "first": samples[0]["rss_mb"],
-            "last": samples[-1]["rss_mb"],
-            "max": max(s["rss_mb"] for s in samples),
+            "steady_first": steady[0]["rss_mb"],
+            "last": steady[-1]["rss_mb"],
+            "max": max(s["rss_mb"] for s in steady),
         },
-        "fds": {"first": samples[0]["fds"], "last": samples[-1]["fds"], "max": max(s["fds"] for s in samples)},
+        "fds": {"steady_first": steady[0]["fds"], "last": steady[-1]["fds"], "max": max(s["fds"] for s in steady)},
         "samples": samples,
     }
     print(json.dumps({k: v for k, v in report.items() if k != "samples"}, indent=2))
