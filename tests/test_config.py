@@ -74,11 +74,18 @@ def test_default_config_flows_in_order() -> None:
     config = load_config(env={})
     assert set(config.flows) == {"demo"}
     assert set(config.flows["demo"]) == {"login", "phone", "phone_code", "phone_oneshot", "userinfo"}
-    assert names(config, "demo", "login") == ["code2session", "persist_user", "issue_session"]
-    tail = ["watermark", "mask_guard", "persist_phone", "respond"]
+    assert names(config, "demo", "login") == [
+        "rate_limit",
+        "code2session",
+        "persist_user",
+        "issue_session",
+        "webhook",
+    ]
+    tail = ["watermark", "mask_guard", "persist_phone", "webhook", "respond"]
     assert names(config, "demo", "phone") == ["check_session", "decrypt", *tail]
     assert names(config, "demo", "phone_code") == ["check_session", "phone_code", *tail]
-    assert names(config, "demo", "phone_oneshot") == ["code2session", "persist_user", "decrypt", *tail]
+    assert names(config, "demo", "phone_oneshot") == ["rate_limit", "code2session", "persist_user", "decrypt", *tail]
+    assert config.webhooks.active == []  # WXGATE_WEBHOOK_URL unset: no endpoint
     assert names(config, "demo", "userinfo") == [
         "check_session",
         "decrypt",
@@ -91,8 +98,8 @@ def test_default_config_flows_in_order() -> None:
 def test_default_config_step_options_and_classes() -> None:
     config = load_config(env={})
     login = config.flows["demo"]["login"]
-    assert login[2].cls is REGISTRY.steps["issue_session"]
-    assert login[2].options == IssueSessionOptions(ttl=7200)
+    assert login[3].cls is REGISTRY.steps["issue_session"]
+    assert login[3].options == IssueSessionOptions(ttl=7200)
     phone = config.flows["demo"]["phone"]
     assert isinstance(phone[1].options, DecryptOptions)
     assert phone[1].options.kind == "phone"

@@ -166,3 +166,49 @@ class WebhookTest(GatewayTestCase):
         self.wait_for(lambda: len(self.phones.delivered()) >= 1)
         self.io_loop.run_sync(lambda: asyncio.sleep(0.3))
         assert len(self.phones.delivered()) == 1
+
+
+@pytest.fixture
+def default_receiver(request: pytest.FixtureRequest) -> Any:
+    receiver = Receiver(secret="newcomer-secret-0123").start()
+    request.cls.receiver = receiver
+    yield
+    receiver.stop()
+
+
+@pytest.mark.usefixtures("default_receiver")
+class DefaultConfigWebhookTest(GatewayTestCase):
+    """The embedded default notifies $WXGATE_WEBHOOK_URL when it is set: no YAML to edit."""
+
+    receiver: Receiver
+
+    def get_config(self) -> Any:
+        self.env = {"WXGATE_WEBHOOK_URL": self.receiver.url, "WXGATE_WEBHOOK_SECRET": "newcomer-secret-0123"}
+        return super().get_config()
+
+    def test_events_arrive_with_only_two_variables_set(self) -> None:
+        token = self.login("neo")["token"]
+        device = self.get_phone_number("neo")
+        assert (
+            self.call("/v1/demo/phone", {"encryptedData": device["encryptedData"], "iv": device["iv"]}, token=token)[0]
+            == 200
+        )
+
+        async def wait() -> None:
+            deadline = time.monotonic() + 5
+            while len(self.receiver.delivered()) < 2:
+                assert time.monotonic() < deadline
+                await asyncio.sleep(0.05)
+
+        self.io_loop.run_sync(wait, timeout=10)
+        assert sorted(e["type"] for e in self.receiver.delivered()) == ["phone.bound", "user.login"]
+
+
+def test_default_config_refuses_a_url_without_a_secret() -> None:
+    from gateway.config import load_config
+    from gateway.errors import ConfigError
+
+    with pytest.raises(ConfigError) as caught:
+        load_config(env={"WXGATE_WEBHOOK_URL": "http://127.0.0.1:9/hook"})
+    assert "webhooks.endpoints[0]" in str(caught.value)
+    assert "secret must be at least 16 characters" in str(caught.value)
