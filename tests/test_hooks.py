@@ -130,6 +130,7 @@ class HooksTest(GatewayTestCase):
             "watermark",
             "mask_guard",
             "persist_phone",
+            "webhook",
             "respond",
         ]
 
