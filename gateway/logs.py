@@ -12,6 +12,7 @@ import sys
 from collections.abc import MutableMapping
 from typing import Any, Literal, TextIO
 
+import orjson
 import structlog
 
 SECRET_KEYS = frozenset(
@@ -33,6 +34,7 @@ SECRET_KEYS = frozenset(
         "password",
     }
 )
+_DIGITS = re.compile(r"\d{11}")
 _PHONE = re.compile(r"(?<!\d)(\+?86[- ]?)?(1[3-9]\d)(\d{4})(\d{4})(?!\d)")
 
 
@@ -40,30 +42,50 @@ def mask_phone(text: str) -> str:
     return _PHONE.sub(lambda m: f"{m.group(1) or ''}{m.group(2)}****{m.group(4)}", text)
 
 
+# Values the gateway itself produces and that can hold neither a secret nor a phone:
+# skipped, because this processor runs on every log line (client-controlled values such
+# as request_id and path are still scrubbed).
+TRUSTED_KEYS = frozenset(
+    {"event", "level", "timestamp", "method", "status", "duration_ms", "app", "flow", "openid", "steps", "worker"}
+)
+
+
 def _scrub(value: Any) -> Any:
     if isinstance(value, str):
-        return mask_phone(value) if len(value) >= 11 else value  # shorter strings hold no phone
+        # shorter strings hold no phone; the digit test is cheaper than the regex
+        return mask_phone(value) if len(value) >= 11 and _DIGITS.search(value) else value
+    if isinstance(value, int | float | bool) or value is None:
+        return value
     if isinstance(value, dict):
         return {k: ("***" if str(k).lower() in SECRET_KEYS else _scrub(v)) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [_scrub(v) for v in value]
-    return value
+    return _scrub(str(value))
 
 
 def redact(_logger: Any, _method: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
-    for key in list(event_dict):
+    for key, value in event_dict.items():
+        if key in TRUSTED_KEYS:
+            continue
         if key.lower() in SECRET_KEYS:
             event_dict[key] = "***"
-        else:
-            event_dict[key] = _scrub(event_dict[key])
+        elif not isinstance(value, int | float):
+            event_dict[key] = _scrub(value)
     return event_dict
+
+
+def _orjson_text(obj: Any, **_: Any) -> str:
+    # orjson: a third of the cost of json.dumps on the one-line-per-request path
+    return orjson.dumps(obj, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
 
 
 def configure_logging(
     fmt: Literal["console", "json"] = "console", stream: TextIO | None = None, level: int = logging.INFO
 ) -> None:
     renderer: Any = (
-        structlog.processors.JSONRenderer() if fmt == "json" else structlog.dev.ConsoleRenderer(colors=False)
+        structlog.processors.JSONRenderer(serializer=_orjson_text)
+        if fmt == "json"
+        else structlog.dev.ConsoleRenderer(colors=False)
     )
     structlog.configure(
         processors=[
