@@ -1,37 +1,46 @@
-"""The docs follow the code: these fail when README.md or docs/plugins.md drift from it.
+"""The docs follow the code: these fail when README.md, docs/plugins.md or docs/hooks.md
+drift from it.
 
 The lists come from the code itself (the error hierarchy, the installed entry points, the
-CLI parser, the config's flows), so adding an error, a step, an option, a storage or a
-subcommand without documenting it fails here, naming what is missing.
+CLI parser, the config's models, the hook specifications), so adding an error, a step, an
+option, a storage, a subcommand, a setting or a hook without documenting it fails here,
+naming what is missing.
 """
 
 from __future__ import annotations
 
 import argparse
+import inspect
 import re
 from pathlib import Path
 from typing import Any
 
+import yaml
 from pydantic import BaseModel
 
+from gateway import hookspecs
 from gateway.cli import _parser
-from gateway.config import FLOWS
+from gateway.config import DEFAULT_CONFIG, FLOWS, AppConfig, EndpointConfig, ServerConfig, WebhooksConfig
 from gateway.errors import WECHAT_ERRCODES, GatewayError, all_error_classes
+from gateway.hookspecs import HOOK_NAMES
 from gateway.registry import Registry
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text(encoding="utf-8")
 PLUGINS_GUIDE = (ROOT / "docs" / "plugins.md").read_text(encoding="utf-8")
+HOOKS_GUIDE = (ROOT / "docs" / "hooks.md").read_text(encoding="utf-8")
 
 # Modules whose plugins and errors ship with wxgate; a third-party plugin installed in the
 # same environment documents itself.
 OWN_MODULES = ("gateway.", "wxgate_plugins.")
 
 
-def _section(text: str, heading: str) -> str:
-    """The body of the ``## heading`` section (up to the next ``## `` heading)."""
-    match = re.search(rf"^## {re.escape(heading)}\n(.*?)(?=^## |\Z)", text, re.MULTILINE | re.DOTALL)
-    assert match is not None, f"README.md has no '## {heading}' section"
+def _section(text: str, heading: str, level: int = 2, doc: str = "README.md") -> str:
+    """The body of the ``## heading`` section (up to the next heading of the same or a higher level)."""
+    marks = "#" * level
+    pattern = rf"^{marks} {re.escape(heading)}\n(.*?)(?=^#{{1,{level}}} |\Z)"
+    match = re.search(pattern, text, re.MULTILINE | re.DOTALL)
+    assert match is not None, f"{doc} has no '{marks} {heading}' section"
     return match.group(1)
 
 
@@ -142,3 +151,100 @@ def test_readme_gives_the_two_setup_commands() -> None:
     setup = _section(README, "Set-up")
     for command in ("make run", "make test"):
         assert re.search(rf"^{command}\b", setup, re.MULTILINE), f"README.md's Set-up does not give `{command}`"
+
+
+def _documented_defaults(model: type[BaseModel], rows: dict[str, list[str]]) -> list[str]:
+    """Fields whose numeric default is not the one in their row's Default column."""
+    return [
+        f"{name}: README {rows[name][1]}, code `{field.default}`"
+        for name, field in model.model_fields.items()
+        if name in rows
+        and isinstance(field.default, int | float)
+        and not isinstance(field.default, bool)
+        and rows[name][1] != f"`{field.default}`"
+    ]
+
+
+def test_every_server_setting_is_documented() -> None:
+    rows = _table_rows(_section(_section(README, "Configuration"), "`server`", level=3))
+    missing = sorted(set(ServerConfig.model_fields) - set(rows))
+    assert not missing, f"README.md's server table has no row for: {missing}"
+    wrong = _documented_defaults(ServerConfig, rows)
+    assert not wrong, f"README.md's server table shows other defaults: {wrong}"
+
+
+def test_every_app_setting_is_documented() -> None:
+    rows = _table_rows(_section(_section(README, "Configuration"), "`apps`", level=3))
+    missing = sorted(set(AppConfig.model_fields) - {"name"} - set(rows))  # `name` is the key, not a setting
+    assert not missing, f"README.md's apps table has no row for: {missing}"
+    wrong = _documented_defaults(AppConfig, rows)
+    assert not wrong, f"README.md's apps table shows other defaults: {wrong}"
+
+
+def test_readme_shows_the_embedded_default_as_it_is() -> None:
+    configuration = _section(README, "Configuration")
+    match = re.search(r"```yaml\n(server:.*?)```", configuration, re.DOTALL)
+    assert match is not None, "README.md's Configuration section does not show the embedded default"
+    shown = yaml.safe_load(match.group(1))
+    actual = yaml.safe_load(DEFAULT_CONFIG.read_text(encoding="utf-8"))
+    assert shown == actual, "README.md's copy of config/gateway.yaml differs from the file (comments aside)"
+
+
+def test_every_webhooks_setting_is_documented() -> None:
+    rows = _table_rows(_section(_section(README, "Configuration"), "`webhooks`", level=3))
+    missing = [
+        f"{model.__name__}.{name}"
+        for model in (WebhooksConfig, EndpointConfig)
+        for name in model.model_fields
+        if name not in rows
+    ]
+    assert not missing, f"README.md's webhooks tables have no row for: {missing}"
+    wrong = _documented_defaults(WebhooksConfig, rows) + _documented_defaults(EndpointConfig, rows)
+    assert not wrong, f"README.md's webhooks tables show other defaults: {wrong}"
+
+
+def _hook_signature(name: str) -> str:
+    """``wxgate_x(a, b)``: the hook's name and its arguments, in the spec's order."""
+    spec = getattr(hookspecs, name)
+    return f"{name}({', '.join(inspect.signature(spec).parameters)})"
+
+
+def _hook_sections() -> dict[str, str]:
+    """docs/hooks.md's ``## `` sections, keyed by their heading."""
+    parts = re.split(r"^## (.+)$", HOOKS_GUIDE, flags=re.MULTILINE)
+    return dict(zip(parts[1::2], parts[2::2], strict=True))
+
+
+def test_every_hook_has_a_section_headed_by_its_signature() -> None:
+    assert HOOK_NAMES, "gateway.hookspecs declares no hook"
+    headings = list(_hook_sections())
+    missing = [
+        _hook_signature(name)
+        for name in HOOK_NAMES
+        if not any(_hook_signature(name) in heading for heading in headings)
+    ]
+    assert not missing, f"docs/hooks.md has no section headed by these signatures: {missing}"
+
+
+def test_hooks_guide_documents_only_real_hooks() -> None:
+    named = {match.group(1) for heading in _hook_sections() if (match := re.search(r"\b(wxgate_\w+)\(", heading))}
+    unknown = sorted(named - set(HOOK_NAMES))
+    assert not unknown, f"docs/hooks.md has sections for hooks gateway.hookspecs does not declare: {unknown}"
+
+
+def test_every_hook_section_describes_its_arguments_and_shows_an_implementation() -> None:
+    sections = _hook_sections()
+    problems = []
+    for name in HOOK_NAMES:
+        body = next((text for heading, text in sections.items() if _hook_signature(name) in heading), "")
+        arguments = inspect.signature(getattr(hookspecs, name)).parameters
+        problems += [f"{name}: argument {arg}" for arg in arguments if f"`{arg}`" not in body]
+        if "@hookimpl" not in body or f"def {name}(" not in body:
+            problems.append(f"{name}: an example implementation (@hookimpl, def {name}(...))")
+    assert not problems, f"docs/hooks.md's hook sections lack: {problems}"
+
+
+def test_the_guides_link_each_other() -> None:
+    assert "docs/hooks.md" in README, "README.md does not link docs/hooks.md"
+    assert "docs/plugins.md" in README, "README.md does not link docs/plugins.md"
+    assert "(hooks.md" in PLUGINS_GUIDE, "docs/plugins.md does not link hooks.md"
