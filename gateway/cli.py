@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import pluggy
 import tornado.httpclient
 import tornado.netutil
 from tornado.httpserver import HTTPServer
@@ -21,6 +22,7 @@ from tornado.httpserver import HTTPServer
 from gateway import __version__
 from gateway.config import DEFAULT_CONFIG, FLOWS, load_config
 from gateway.errors import ConfigError, GatewayError
+from gateway.hooks import Hooks
 from gateway.logs import configure_logging, get_logger
 from gateway.pipeline import Pipeline
 from gateway.registry import PluginError, Registry
@@ -37,9 +39,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         result: int = args.func(args)
         return result
-    except (ConfigError, PluginError) as exc:
+    except (ConfigError, PluginError, pluggy.PluginValidationError) as exc:
         print(f"wxgate: configuration error:\n{exc}", file=sys.stderr)
         return 2
+    except GatewayError as exc:  # e.g. storage unreachable at start
+        print(f"wxgate: {exc.client_message} ({exc.log_detail or exc.code})", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
 
@@ -54,7 +59,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", help="listen address (overrides server.host)")
     serve.add_argument("--port", type=int, help="listen port (overrides server.port; 0 picks a free one)")
     serve.add_argument(
-        "--processes", type=int, default=1, help="worker processes sharing the port (0: one per CPU; default 1)"
+        "--processes", type=_count, default=1, help="worker processes sharing the port (0: one per CPU; default 1)"
     )
     serve.set_defaults(func=_serve)
 
@@ -131,6 +136,15 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 EVENT_STATUSES = ("pending", "delivering", "delivered", "dead")
+
+
+def _count(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError("must be 0 (one per CPU) or more")
+    return value
+
+
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
@@ -244,9 +258,17 @@ def _reload(args: argparse.Namespace) -> int:
             print("wxgate reload: give --pid, or set server.pid_file in the configuration", file=sys.stderr)
             return 2
         try:
-            pid = int(Path(config.server.pid_file).read_text().strip())
-        except (OSError, ValueError) as exc:
+            lines = Path(config.server.pid_file).read_text().splitlines()
+            pid = int(lines[0])
+        except (OSError, ValueError, IndexError) as exc:
             print(f"wxgate reload: cannot read {config.server.pid_file}: {exc}", file=sys.stderr)
+            return 2
+        running = lines[1] if len(lines) > 1 else ""
+        if running and running != str(Path(args.config).resolve()):
+            print(
+                f"wxgate reload: the gateway re-reads {running}, not {args.config}; edit that file and reload",
+                file=sys.stderr,
+            )
             return 2
     try:
         os.kill(pid, signal.SIGHUP)
@@ -264,6 +286,8 @@ def _version(args: argparse.Namespace) -> int:
     plugins += [("storage", n, c.version) for n, c in registry.storages.items()]
     for kind, name, plugin_version in sorted(plugins):
         print(f"  {kind} {name} {plugin_version} ({registry.origins[f'{kind} {name!r}']})")
+    for name, _plugin in Hooks().pm.list_name_plugin():
+        print(f"  hooks {name}")
     return 0
 
 
@@ -272,6 +296,7 @@ def _validate(args: argparse.Namespace) -> int:
     for app_flows in config.flows.values():  # steps are built too: one failing to start is an error
         for flow, steps in app_flows.items():
             Pipeline.build(flow, steps)
+    Hooks()  # and the installed hook plugins are loaded and checked
     count = sum(len(f) for f in config.flows.values())
     print(f"{args.config}: valid ({len(config.apps)} apps, {count} flows, digest {config.digest})")
     return 0

@@ -31,7 +31,8 @@ class Events:
         else:
             event_id = uuid.uuid4().hex
         now = time.time()
-        body = {"id": event_id, "type": event_type, "app": app.name, "appid": app.appid, "time": int(now), **payload}
+        # the envelope wins over the payload: a step cannot change an event's id or type
+        body = {**payload, "id": event_id, "type": event_type, "app": app.name, "appid": app.appid, "time": int(now)}
         queued = False
         for endpoint in self.endpoints:
             if endpoint.events is None or event_type in endpoint.events:

@@ -59,7 +59,7 @@ class Hooks:
         impls = getattr(self.pm.hook, hook).get_hookimpls()
         if not impls:
             return
-        for impl in impls:
+        for impl in reversed(impls):  # pluggy's call order (tryfirst first, trylast last)
             started = perf_counter()
             try:
                 result = impl.function(**{name: kwargs[name] for name in impl.argnames})

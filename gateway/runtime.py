@@ -113,8 +113,10 @@ class Gateway:
             raise ConfigError(f"{config.path}: storage: changes to the storage need a restart")
         if config.uses_sandbox and self.sandbox is None:
             raise ConfigError(f"{config.path}: an app now uses the sandbox, which was not mounted: restart")
-        if (config.server.host, config.server.port) != (old.server.host, old.server.port):
-            log.warning("config_reload_partial", detail="server.host/port apply at the next restart")
+        changed = [k for k in type(config.server).model_fields if getattr(config.server, k) != getattr(old.server, k)]
+        changed = [k for k in changed if k not in ("request_timeout", "max_body_bytes")]  # these apply now
+        if changed:
+            log.warning("config_reload_partial", restart_needed_for=[f"server.{k}" for k in changed])
         snapshot = self._build(config)  # steps are built here: a failing one keeps the old config
         self.current = snapshot
         self.deliverer.reconfigure(config.webhooks)

@@ -18,6 +18,7 @@ from tornado.httpserver import HTTPServer
 from gateway.app import make_app
 from gateway.config import Config, load_config
 from gateway.errors import ConfigError
+from gateway.hooks import Hooks
 from gateway.logs import get_logger
 from gateway.metrics import enable_multiprocess
 from gateway.prefork import run_workers
@@ -53,6 +54,7 @@ def serve(config: Config, host: str, port: int, processes: int = 1) -> int:
     except OSError as exc:
         raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror} (is another server using it?)") from None
     bound_port = sockets[0].getsockname()[1]
+    hooks = Hooks()  # loaded (and checked) once, before any worker: a broken plugin stops here
     storage = config.storage_cls(config.storage_options)
     storage.before_fork()  # e.g. the embedded MongoDB, shared by all workers
     if processes > 1:
@@ -60,11 +62,12 @@ def serve(config: Config, host: str, port: int, processes: int = 1) -> int:
     pid_file = Path(config.server.pid_file) if config.server.pid_file else None
     if pid_file is not None:
         pid_file.parent.mkdir(parents=True, exist_ok=True)
-        pid_file.write_text(f"{os.getpid()}\n")
+        # the config path too: `wxgate reload` checks it validates the file this gateway re-reads
+        pid_file.write_text(f"{os.getpid()}\n{Path(config.path).resolve()}\n")
 
     def work(worker_id: int) -> None:
         structlog.contextvars.bind_contextvars(worker=worker_id, pid=os.getpid())
-        asyncio.run(_run_worker(config, storage, sockets, self_url_for(host, bound_port)))
+        asyncio.run(_run_worker(config, storage, hooks, sockets, self_url_for(host, bound_port)))
 
     try:
         if processes == 1:
@@ -119,9 +122,11 @@ def _digest_of(path: str) -> str | None:
         return None
 
 
-async def _run_worker(config: Config, storage: Storage, sockets: list[socket.socket], self_url: str) -> None:
+async def _run_worker(
+    config: Config, storage: Storage, hooks: Hooks, sockets: list[socket.socket], self_url: str
+) -> None:
     configure_http_client()
-    gateway = Gateway(config, self_url, storage=storage)
+    gateway = Gateway(config, self_url, storage=storage, hooks=hooks)
     await gateway.start()
     # X-Forwarded-For / X-Real-Ip are believed only behind a proxy that sets them.
     server = HTTPServer(make_app(gateway), xheaders=config.server.trust_proxy_headers)

@@ -233,3 +233,23 @@ def test_standalone_sandbox_is_a_real_upstream(tmp_path: Path) -> None:
         for proc in (gateway, sandbox):
             proc.send_signal(signal.SIGTERM)
             proc.communicate(timeout=20)
+
+
+def test_negative_processes_is_refused() -> None:
+    result = run_cli("serve", "--processes", "-1", "--port", "0")
+    assert result.returncode == 2
+    assert "must be 0 (one per CPU) or more" in result.stderr
+
+
+def test_unreachable_storage_at_start_is_a_clean_error(tmp_path: Path) -> None:
+    config = tmp_path / "down.yaml"
+    key = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="
+    config.write_text(
+        "storage:\n  plugin: mongo\n"
+        f"  options: {{uri: 'mongodb://127.0.0.1:{free_port()}/', timeout_ms: 300, encryption_key: '{key}'}}\n"
+        "apps:\n  demo: {appid: wx0000000000demo0, secret: s, upstream: sandbox}\n"
+    )
+    result = run_cli("serve", "--config", str(config), "--port", "0")
+    assert result.returncode == 1
+    assert "storage is unavailable" in result.stderr
+    assert "Traceback" not in result.stderr

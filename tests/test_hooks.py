@@ -186,3 +186,25 @@ def test_an_implementation_of_no_hook_is_refused() -> None:
     with pytest.raises(pluggy.PluginValidationError) as caught:
         Hooks(plugins=[Misnamed()], load_entry_points=False)
     assert "wxgate_user_loggedin" in str(caught.value)
+
+
+def test_hooks_run_in_pluggy_order() -> None:
+    order: list[str] = []
+
+    class First:
+        @hookimpl(tryfirst=True)
+        def wxgate_shutdown(self, pid: int) -> None:
+            order.append("first")
+
+    class Plain:
+        @hookimpl
+        def wxgate_shutdown(self, pid: int) -> None:
+            order.append("plain")
+
+    class Last:
+        @hookimpl(trylast=True)
+        def wxgate_shutdown(self, pid: int) -> None:
+            order.append("last")
+
+    Hooks(plugins=[Last(), Plain(), First()], load_entry_points=False).notify("wxgate_shutdown", pid=1)
+    assert order == ["first", "plain", "last"]

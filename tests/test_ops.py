@@ -262,7 +262,13 @@ def test_sighup_reloads_and_an_invalid_file_is_refused(tmp_path: Path) -> None:
     try:
         base = f"http://127.0.0.1:{port}"
         wait_until_up(base + "/healthz", proc)
-        assert int(pid_file.read_text()) == proc.pid
+        pid_line, path_line = pid_file.read_text().splitlines()
+        assert (int(pid_line), path_line) == (proc.pid, str(config.resolve()))
+        other = tmp_path / "other.yaml"  # valid, same pid_file, but not the file the gateway re-reads
+        other.write_text(base_text)
+        mismatch = run_cli("reload", "--config", str(other))
+        assert mismatch.returncode == 2
+        assert f"the gateway re-reads {config.resolve()}" in mismatch.stderr
         digest = json.loads(subprocess.run(["curl", "-s", base + "/healthz"], capture_output=True, text=True).stdout)[
             "config"
         ]

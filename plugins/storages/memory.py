@@ -163,7 +163,7 @@ class MemoryStorage(Storage):
         return claimed
 
     async def ack_event(self, event_id: str, owner: str) -> None:
-        self._update(event_id, status="delivered", lease_owner=None, lease_until=0.0)
+        self._update(event_id, status="delivered", lease_owner=None, lease_until=0.0, last_error=None)
 
     async def retry_event(self, event_id: str, owner: str, next_attempt_at: float, error: str) -> None:
         event = self.events.get(event_id)

@@ -439,7 +439,8 @@ class MongoStorage(Storage):
     @_guarded
     async def ack_event(self, event_id: str, owner: str) -> None:
         await self.db.outbox.update_one(
-            {"_id": event_id}, {"$set": {"status": "delivered", "lease_owner": None, "lease_until": 0.0}}
+            {"_id": event_id},
+            {"$set": {"status": "delivered", "lease_owner": None, "lease_until": 0.0, "last_error": None}},
         )
 
     @_guarded
