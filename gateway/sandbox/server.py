@@ -75,6 +75,16 @@ class _UpstreamHandler(_SandboxHandler):
     def errcode(self, code: int, message: str) -> None:
         self.answer({"errcode": code, "errmsg": message})
 
+    def credentials(self, appid: str, secret: str) -> SandboxApp | None:
+        """The app whose appid and secret these are, or None after answering WeChat's errcode."""
+        app = self.world.app(appid)
+        if app is None:
+            self.errcode(40013, "invalid appid")
+        elif not crypto.constant_time_equal(secret, app.secret):
+            self.errcode(40125, "invalid appsecret")
+            app = None
+        return app
+
     def token_app(self) -> SandboxApp | None:
         app = self.world.token_app(self.get_query_argument("access_token", ""))
         if app is None:
@@ -86,11 +96,9 @@ class Code2SessionHandler(_UpstreamHandler):
     api = "jscode2session"
 
     def get(self) -> None:
-        app = self.world.app(self.get_query_argument("appid", ""))
+        app = self.credentials(self.get_query_argument("appid", ""), self.get_query_argument("secret", ""))
         if app is None:
-            return self.errcode(40013, "invalid appid")
-        if not crypto.constant_time_equal(self.get_query_argument("secret", ""), app.secret):
-            return self.errcode(40125, "invalid appsecret")
+            return
         if self.get_query_argument("grant_type", "") != "authorization_code":
             return self.errcode(40002, "invalid grant_type")
         result = self.world.redeem(self.world.login_codes, app.appid, self.get_query_argument("js_code", ""))
@@ -104,11 +112,9 @@ class StableTokenHandler(_UpstreamHandler):
 
     def post(self) -> None:
         body = self.json_body()
-        app = self.world.app(str(body.get("appid", "")))
+        app = self.credentials(str(body.get("appid", "")), str(body.get("secret", "")))
         if app is None:
-            return self.errcode(40013, "invalid appid")
-        if not crypto.constant_time_equal(str(body.get("secret", "")), app.secret):
-            return self.errcode(40125, "invalid appsecret")
+            return
         if body.get("grant_type") != "client_credential":
             return self.errcode(40002, "invalid grant_type")
         token, expires_in = self.world.issue_token(app.appid, bool(body.get("force_refresh")))
@@ -122,11 +128,9 @@ class LegacyTokenHandler(_UpstreamHandler):
     api = "token"
 
     def get(self) -> None:
-        app = self.world.app(self.get_query_argument("appid", ""))
+        app = self.credentials(self.get_query_argument("appid", ""), self.get_query_argument("secret", ""))
         if app is None:
-            return self.errcode(40013, "invalid appid")
-        if not crypto.constant_time_equal(self.get_query_argument("secret", ""), app.secret):
-            return self.errcode(40125, "invalid appsecret")
+            return
         token, expires_in = self.world.issue_token(app.appid, force_refresh=True)
         self.answer({"access_token": token, "expires_in": expires_in})
 

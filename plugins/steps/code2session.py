@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import re
 from typing import ClassVar
 
 from gateway import Context, Secret, Session, Step, StepOptions
-from gateway.errors import InvalidField, MissingField
-
-_CODE = re.compile(r"[A-Za-z0-9_-]{1,128}")
+from wxgate_plugins.steps.codes import read_code
 
 
 class Code2Session(Step[StepOptions]):
@@ -18,11 +15,7 @@ class Code2Session(Step[StepOptions]):
     version: ClassVar[str] = "1.0.0"
 
     async def __call__(self, ctx: Context) -> None:
-        code = ctx.fields.get("code")
-        if not code:
-            raise MissingField("code is required: the code from wx.login.")
-        if not _CODE.fullmatch(code):
-            raise InvalidField("code is not a wx.login code.", hint="Send the code from wx.login unchanged.")
+        code = read_code(ctx, "wx.login", hint="Send the code from wx.login unchanged.")
         answer = await ctx.wechat.code2session(code)
         unionid = answer.get("unionid") if isinstance(answer.get("unionid"), str) else None
         keys = await ctx.storage.rotate_session_key(ctx.app.appid, answer["openid"], unionid, answer["session_key"])

@@ -8,15 +8,12 @@ storage, refreshed once when WeChat rejects it). The answer's ``phone_info`` bec
 
 from __future__ import annotations
 
-import re
 from typing import ClassVar
 
 from pydantic import Field
 
 from gateway import Context, Step, StepOptions
-from gateway.errors import InvalidField, MissingField
-
-_CODE = re.compile(r"[A-Za-z0-9_-]{1,128}")
+from wxgate_plugins.steps.codes import read_code
 
 
 class PhoneCodeOptions(StepOptions):
@@ -29,10 +26,6 @@ class PhoneCode(Step[PhoneCodeOptions]):
     Options: ClassVar[type[StepOptions]] = PhoneCodeOptions
 
     async def __call__(self, ctx: Context) -> None:
-        code = ctx.fields.get("code")
-        if not code:
-            raise MissingField("code is required: the phone code from getPhoneNumber.")
-        if not _CODE.fullmatch(code):
-            raise InvalidField("code is not a getPhoneNumber code.", hint="Send e.detail.code unchanged.")
+        code = read_code(ctx, "getPhoneNumber", hint="Send e.detail.code unchanged.")
         openid = ctx.session.openid if ctx.session is not None and self.options.bind_openid else None
         ctx.data = await ctx.wechat.get_phone_number(code, openid)
