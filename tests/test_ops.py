@@ -310,3 +310,35 @@ def test_sighup_reloads_and_an_invalid_file_is_refused(tmp_path: Path) -> None:
     assert "limit" in refused_events[0]["error"]
     assert next(e for e in events if e["event"] == "config_reloaded")["previous"] == digest
     assert not pid_file.exists()
+
+
+def test_watch_config_reloads_on_change(tmp_path: Path) -> None:
+    port = free_port()
+    config = tmp_path / "watched.yaml"
+    text = CONFIG.replace("storage: {plugin: memory}", "storage: {plugin: memory}\nserver: {watch_config: true}")
+    config.write_text(text)
+    proc = subprocess.Popen(
+        [WXGATE, "serve", "--config", str(config), "--port", str(port)],
+        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True,
+    )  # fmt: skip
+    try:
+        base = f"http://127.0.0.1:{port}"
+        wait_until_up(base + "/healthz", proc)
+
+        def digest() -> str:
+            out = subprocess.run(["curl", "-s", base + "/healthz"], capture_output=True, text=True).stdout
+            return str(json.loads(out)["config"])
+
+        before = digest()
+        config.write_text(text.replace("limit: 5", "limit: 9"))
+        deadline = time.monotonic() + 10
+        while digest() == before:
+            assert time.monotonic() < deadline, "the change was not picked up"
+            time.sleep(0.2)
+        config.write_text("apps: [broken")  # an invalid edit is refused; the running config stays
+        time.sleep(2.5)
+        assert digest() != before
+        assert proc.poll() is None
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=20)
