@@ -47,9 +47,9 @@ class NoOracleTest(GatewayTestCase):
                 timings[name].append(time.perf_counter() - started)
                 answers.add((status, json.dumps(answer, sort_keys=True)))
         assert len(answers) == 1
-        status, answer = next(iter(answers))
+        status, text = next(iter(answers))
         assert status == 400
-        assert json.loads(answer)["error"]["code"] == "decrypt_failed"
+        assert json.loads(text)["error"]["code"] == "decrypt_failed"
         medians = {name: statistics.median(values) for name, values in timings.items()}
         fastest, slowest = min(medians.values()), max(medians.values())
         assert slowest < fastest * 1.25, medians  # within noise: no kind is measurably slower
