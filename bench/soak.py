@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -110,6 +111,7 @@ def main() -> int:
             thread.join()
     finally:
         procs.stop()
+        shutil.rmtree(work, ignore_errors=True)
     steady = samples[2:] if len(samples) > 3 else samples  # after wrk has opened its connections
     report = {
         "capacity_rps": capacity,

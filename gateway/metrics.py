@@ -17,9 +17,12 @@ STEP_BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
-def enable_multiprocess() -> str:
-    """Give worker processes a shared directory for their metric files; returns it."""
-    path = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or tempfile.mkdtemp(prefix="wxgate-metrics-")
+def enable_multiprocess() -> str | None:
+    """Give worker processes a shared directory for their metric files. Returns the
+    directory when this call created it (the caller removes it at exit)."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        return None  # the operator's own directory: theirs to manage
+    path = tempfile.mkdtemp(prefix="wxgate-metrics-")
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
     return path
 

@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 import importlib.util
 import os
+import shutil
 import signal
 import socket
 from pathlib import Path
@@ -57,8 +58,7 @@ def serve(config: Config, host: str, port: int, processes: int = 1) -> int:
     hooks = Hooks()  # loaded (and checked) once, before any worker: a broken plugin stops here
     storage = config.storage_cls(config.storage_options)
     storage.before_fork()  # e.g. the embedded MongoDB, shared by all workers
-    if processes > 1:
-        enable_multiprocess()  # before any worker creates its metrics
+    metrics_dir = enable_multiprocess() if processes > 1 else None  # before any worker creates its metrics
     pid_file = Path(config.server.pid_file) if config.server.pid_file else None
     if pid_file is not None:
         pid_file.parent.mkdir(parents=True, exist_ok=True)
@@ -81,6 +81,8 @@ def serve(config: Config, host: str, port: int, processes: int = 1) -> int:
             asyncio.run(storage.close())  # the parent owns what before_fork started
         if pid_file is not None:
             pid_file.unlink(missing_ok=True)
+        if metrics_dir is not None:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
 def configure_http_client() -> None:
