@@ -89,3 +89,44 @@ def test_replay_reject_needs_a_window() -> None:
 
     with pytest.raises(ValueError, match="replay: reject needs max_age"):
         WatermarkOptions(replay="reject")
+
+
+def _sleepy_step() -> type:
+    from typing import ClassVar
+
+    from gateway import Context, Step, StepOptions
+
+    class SleepyStep(Step[StepOptions]):
+        name: ClassVar[str] = "sleepy"
+        version: ClassVar[str] = "0.0.1"
+
+        async def __call__(self, ctx: Context) -> None:
+            await asyncio.sleep(30)
+
+    return SleepyStep
+
+
+class PipelineTimeoutTest(GatewayTestCase):
+    def get_config(self) -> Any:
+        from gateway.config import parse_config
+        from gateway.registry import Registry
+
+        registry = Registry.discover(extra_steps={"sleepy": _sleepy_step()})
+        text = """
+server: {request_timeout: 0.3}
+storage: {plugin: memory}
+pipelines:
+  login: [code2session, sleepy, issue_session]
+  phone: [check_session, respond]
+apps:
+  demo: {appid: wx0000000000demo0, secret: demo-secret-123, upstream: sandbox}
+"""
+        return parse_config(text, "<timeout>", registry)
+
+    def test_a_hanging_step_is_cut_off_and_named(self) -> None:
+        started = time.monotonic()
+        status, body, _ = self.call("/v1/demo/login", {"code": self.wx_login("hang")})
+        assert (status, body["error"]["code"]) == (504, "pipeline_timeout")
+        assert time.monotonic() - started < 2
+        # the process keeps serving
+        assert self.call("/v1/demo/phone", {}, token="x")[1]["error"]["code"] == "session_invalid"
