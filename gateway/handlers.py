@@ -10,6 +10,7 @@ import re
 import time
 from typing import Any
 
+import tornado.httputil
 import tornado.web
 
 from gateway.context import Context
@@ -73,7 +74,9 @@ class JSONHandler(tornado.web.RequestHandler):
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         exc = kwargs.get("exc_info", (None, None, None))[1]
         self.error = _as_gateway_error(exc, status_code)
-        self.set_header("X-Request-Id", getattr(self, "request_id", ""))
+        if not getattr(self, "request_id", ""):  # refused before prepare() ran
+            self.request_id = os.urandom(16).hex()
+        self.set_header("X-Request-Id", self.request_id)
         if self.error.client_retry_after is not None:
             self.set_header("Retry-After", str(self.error.client_retry_after))
         self.write_json(self.error.body(), self.error.status)
@@ -127,8 +130,26 @@ class JSONHandler(tornado.web.RequestHandler):
             )
 
 
+@tornado.web.stream_request_body
 class FlowHandler(JSONHandler):
-    """``/v1/{app}/{login|phone|userinfo}``: runs the app's pipeline for the flow."""
+    """``/v1/{app}/{login|phone|userinfo}``: runs the app's pipeline for the flow.
+
+    The body is streamed in so that the size limit is enforced as it arrives (a declared
+    oversized body is refused before it is sent) and forms are parsed here, after the
+    request id exists, with our errors rather than Tornado's bare 400."""
+
+    def prepare(self) -> None:
+        super().prepare()
+        self.limit = self.gateway.config.server.max_body_bytes
+        self.body = bytearray()
+        declared = self.request.headers.get("Content-Length", "")
+        if declared.isdigit() and int(declared) > self.limit:
+            raise BodyTooLarge(f"The request body is over {self.limit} bytes.")
+
+    def data_received(self, chunk: bytes) -> None:
+        self.body += chunk
+        if len(self.body) > self.limit:
+            raise BodyTooLarge(f"The request body is over {self.limit} bytes.")
 
     async def get(self, app_name: str, endpoint: str) -> None:
         if app_name not in self.gateway.apps:
@@ -237,12 +258,19 @@ class FlowHandler(JSONHandler):
         fields: dict[str, str] = {}
         for name, values in self.request.query_arguments.items():
             fields[name] = _text(name, values[-1])
-        body = self.request.body or b""
-        content_type = self.request.headers.get("Content-Type", "").split(";")[0].strip().lower()
+        body = bytes(self.body)
+        header = self.request.headers.get("Content-Type", "")
+        media_type = header.split(";")[0].strip().lower()  # media types are case-insensitive
         # curl -d sends JSON labelled as a form; a form body never starts with '{'.
         looks_json = body.lstrip()[:1] == b"{"
-        if content_type in ("application/x-www-form-urlencoded", "multipart/form-data") and not looks_json:
-            for name, values in self.request.body_arguments.items():
+        if media_type in ("application/x-www-form-urlencoded", "multipart/form-data") and not looks_json:
+            arguments: dict[str, list[bytes]] = {}
+            try:
+                params = header[len(header.split(";")[0]) :]
+                tornado.httputil.parse_body_arguments(media_type + params, body, arguments, {}, self.request.headers)
+            except tornado.httputil.HTTPInputError as exc:
+                raise InvalidField("The form body is malformed.", log_detail=str(exc)) from None
+            for name, values in arguments.items():
                 fields[name] = _text(name, values[-1])
         elif body.strip():
             try:
@@ -253,7 +281,7 @@ class FlowHandler(JSONHandler):
                 raise InvalidJSON()
             for name, value in obj.items():
                 if isinstance(value, str):
-                    fields[name] = value
+                    fields[name] = _valid_text(name, value)
                 elif name in STRING_FIELDS and value is not None:
                     raise InvalidField(f"{name} must be a string.")
         return fields
@@ -271,6 +299,15 @@ def _as_gateway_error(exc: BaseException | None, status_code: int) -> GatewayErr
         detail = exc.log_message if isinstance(exc, tornado.web.HTTPError) else None
         return InvalidField(log_detail=detail)
     return StepFailed(log_detail=f"unhandled {type(exc).__name__}" if exc else f"status {status_code}")
+
+
+def _valid_text(name: str, value: str) -> str:
+    # JSON may carry lone surrogates ("\ud800"), which are not text: refuse them here
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidField(f"{name} is not valid Unicode text.") from None
+    return value
 
 
 def _text(name: str, raw: bytes) -> str:

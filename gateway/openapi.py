@@ -52,9 +52,10 @@ def build_openapi() -> dict[str, Any]:
     app_param = {"name": "app", "in": "path", "required": True, "schema": _STRING, "description": "App name."}
     body = {"content": {}, "required": False}
 
-    def request_body(schema: str) -> dict[str, Any]:
+    def request_body(schema: str, required: bool = False) -> dict[str, Any]:
         return {
             **body,
+            "required": required,
             "content": {
                 "application/json": {"schema": _ref(schema)},
                 "application/x-www-form-urlencoded": {"schema": _ref(schema)},
@@ -87,7 +88,17 @@ def build_openapi() -> dict[str, Any]:
             },
             "additionalProperties": False,
         },
-        "LoginRequest": _fields(["code"], code="The code from wx.login (single use, about 5 minutes)."),
+        "LoginRequest": {
+            "type": "object",
+            "properties": {
+                "code": {
+                    "type": "string",
+                    "pattern": "^[A-Za-z0-9_-]{1,128}$",
+                    "description": "The code from wx.login (single use, about 5 minutes).",
+                }
+            },
+            "required": ["code"],
+        },
         "LoginResponse": {
             "type": "object",
             "required": ["token", "openid", "expires_in"],
@@ -138,7 +149,7 @@ def build_openapi() -> dict[str, Any]:
                     "summary": "Exchange a wx.login code for a session token",
                     "operationId": "login",
                     "parameters": [app_param],
-                    "requestBody": request_body("LoginRequest"),
+                    "requestBody": request_body("LoginRequest", required=True),
                     "responses": _responses("LoginResponse", statuses),
                 }
             },

@@ -77,7 +77,7 @@ def decrypt_json(session_key: str, iv: str, data: str) -> dict[str, Any]:
     plain = decrypt_bytes(session_key, iv, data)
     try:
         obj = json.loads(plain.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
+    except (UnicodeDecodeError, ValueError, RecursionError):
         raise DecryptionFailed() from None
     if not isinstance(obj, dict):
         raise DecryptionFailed()
