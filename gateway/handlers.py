@@ -280,6 +280,7 @@ class FlowHandler(JSONHandler):
             if not isinstance(obj, dict):
                 raise InvalidJSON()
             for name, value in obj.items():
+                _valid_text(name, name)
                 if isinstance(value, str):
                     fields[name] = _valid_text(name, value)
                 elif name in STRING_FIELDS and value is not None:
@@ -306,7 +307,8 @@ def _valid_text(name: str, value: str) -> str:
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:
-        raise InvalidField(f"{name} is not valid Unicode text.") from None
+        shown = name.encode("utf-8", "replace").decode("utf-8")  # the name may be broken too
+        raise InvalidField(f"{shown} is not valid Unicode text.") from None
     return value
 
 
@@ -314,7 +316,8 @@ def _text(name: str, raw: bytes) -> str:
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError:
-        raise InvalidField(f"{name} is not valid UTF-8.") from None
+        shown = name.encode("utf-8", "replace").decode("utf-8")
+        raise InvalidField(f"{shown} is not valid UTF-8.") from None
 
 
 class NotFoundHandler(JSONHandler):

@@ -62,8 +62,15 @@ def build_openapi() -> dict[str, Any]:
             },
         }
 
+    code_schema = {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,128}$"}
     phone_query = [
-        {"name": name, "in": "query", "required": False, "schema": _STRING, "description": text}
+        {
+            "name": name,
+            "in": "query",
+            "required": False,
+            "schema": code_schema if name == "code" else _STRING,
+            "description": text,
+        }
         for name, text in (
             ("code", "A fresh wx.login code (one-shot flow)."),
             ("encryptedData", "From getPhoneNumber, URL-encoded."),
@@ -135,6 +142,7 @@ def build_openapi() -> dict[str, Any]:
         },
         "Health": {"type": "object", "required": ["status"], "properties": {"status": _STRING}},
     }
+    schemas["PhoneRequest"]["properties"]["code"].update(pattern=code_schema["pattern"])
     bearer: list[dict[str, list[str]]] = [{"bearer": []}]
     return {
         "openapi": "3.1.0",
