@@ -75,3 +75,59 @@ class StorageOutageTest(GatewayTestCase):
         assert user.logins == 2  # the login during the outage wrote nothing
         count = self.io_loop.run_sync(lambda: storage.db.users.count_documents({}))
         assert count == 1
+
+    def test_restart_under_concurrent_load(self) -> None:
+        """Requests in flight while MongoDB stops and comes back: each answer is a 200 or a
+        503 with Retry-After, nothing else; afterwards everything works, no duplicate user."""
+        import asyncio
+        import json
+        import threading
+        import time
+
+        from tornado.httpclient import AsyncHTTPClient, HTTPRequest
+
+        tokens = [self.login(f"load{i}")["token"] for i in range(4)]
+        bodies = []
+        for i in range(4):
+            device = self.get_phone_number(f"load{i}")
+            bodies.append(json.dumps({"encryptedData": device["encryptedData"], "iv": device["iv"]}))
+        url = self.get_url("/v1/demo/phone")
+        client = AsyncHTTPClient()
+        outcomes: list[tuple[int, str, str | None]] = []
+
+        def outage() -> None:
+            time.sleep(0.3)
+            self.mongo.stop()
+            time.sleep(1.0)
+            self.mongo.start()
+
+        async def hammer() -> None:
+            deadline = time.monotonic() + 3.5
+
+            async def one(i: int) -> None:
+                while time.monotonic() < deadline:
+                    request = HTTPRequest(
+                        url, method="POST", body=bodies[i % 4],
+                        headers={"Authorization": f"Bearer {tokens[i % 4]}", "Content-Type": "application/json"},
+                        request_timeout=10,
+                    )  # fmt: skip
+                    response = await client.fetch(request, raise_error=False)
+                    code = json.loads(response.body).get("error", {}).get("code", "") if response.body else ""
+                    outcomes.append((response.code, code, response.headers.get("Retry-After")))
+
+            await asyncio.gather(*(one(i) for i in range(8)))
+
+        thread = threading.Thread(target=outage)
+        thread.start()
+        self.io_loop.run_sync(hammer, timeout=30)
+        thread.join()
+        statuses = {status for status, _, _ in outcomes}
+        assert statuses <= {200, 503}, statuses
+        assert 200 in statuses, statuses
+        assert 503 in statuses, statuses  # the outage happened mid-load
+        assert all(code == "storage_unavailable" and retry for status, code, retry in outcomes if status == 503)
+        for i in range(4):
+            status, body, _ = self.call("/v1/demo/phone", json.loads(bodies[i]), token=tokens[i])
+            assert status == 200, body
+        storage: Any = self.gateway.storage
+        assert self.io_loop.run_sync(lambda: storage.db.users.count_documents({})) == 4
