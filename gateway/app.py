@@ -18,6 +18,7 @@ from gateway.handlers import (
     OpenAPIHandler,
     ReadyHandler,
 )
+from gateway.refusals import GatewayApplication
 from gateway.runtime import SANDBOX_UPSTREAM_PATH, Gateway
 from gateway.sandbox import sandbox_routes
 
@@ -39,7 +40,7 @@ def make_app(gateway: Gateway, **settings: Any) -> tornado.web.Application:
     if gateway.sandbox is not None:
         # Only when an app uses the sandbox: never expose fake endpoints beside real ones.
         routes += sandbox_routes(gateway.sandbox, SANDBOX_UPSTREAM_PATH)
-    return tornado.web.Application(
+    return GatewayApplication(
         routes,
         default_handler_class=NotFoundHandler,
         default_handler_args=args,
