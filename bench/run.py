@@ -46,6 +46,7 @@ BIN = Path(sys.executable).parent
 STORAGE_KEY = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="
 USERS = 200
 TICKS = os.sysconf("SC_CLK_TCK")
+SECTIONS = ("memory", "soak", "mongo", "workers", "micro")
 
 WRK_SCRIPT = r"""
 local requests = {}
@@ -358,7 +359,7 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         bench.procs.stop(noop_proc)
         del bench.watched["noop"]
 
-        for storage in ("memory", "mongo"):
+        for storage in [s for s in ("memory", "mongo") if s in args.only]:
             print(f"gateway on {storage}", flush=True)
             url, proc = bench.gateway(storage, config_text(storage, mongo_uri, sandbox_port, FLOWS))
             phone, login, oneshot = phone_requests(url, sandbox, f"{storage}-")
@@ -366,7 +367,7 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             row = bench.wrk(f"/phone token+encryptedData ({storage})", url, phone)
             bench.wrk(f"/login ({storage})", url, login)
             bench.wrk(f"/phone one-shot GET ({storage})", url, oneshot)
-            if storage == "memory":
+            if storage == "memory" and "soak" in args.only:
                 # paced at half the measured maximum: latency under moderate load
                 half = row["rps"] / 2
                 pause = 1000.0 * args.connections / half
@@ -389,7 +390,7 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             del bench.watched[storage]
 
         print("one worker against two (--processes), empty pipeline, mongo storage", flush=True)
-        for processes in (1, 2):
+        for processes in (1, 2) if "workers" in args.only else ():
             label = f"workers{processes}"
             url, proc = bench.gateway(
                 label, config_text("mongo", mongo_uri, sandbox_port, NOOP_FLOWS), "--processes", str(processes)
@@ -402,8 +403,9 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             del bench.watched[label]
 
         print("storage alone, and in-process timings", flush=True)
-        extra["storage"] = asyncio.run(storage_throughput(mongo_uri))
-        extra["in_process"] = micro()
+        if "micro" in args.only:
+            extra["storage"] = asyncio.run(storage_throughput(mongo_uri))
+            extra["in_process"] = micro()
     finally:
         bench.procs.stop()
         mongo.stop()
@@ -432,6 +434,12 @@ def main() -> int:
     parser.add_argument("--duration", type=float, default=10, help="seconds per load run (default 10)")
     parser.add_argument("--connections", type=int, default=32, help="wrk connections (default 32)")
     parser.add_argument("--soak-requests", type=int, default=100_000, help="requests for the RSS check")
+    parser.add_argument(
+        "--only",
+        type=lambda text: set(text.split(",")),
+        default=set(SECTIONS),
+        help=f"comma-separated parts to run besides hello-world and the empty pipeline (default: {','.join(SECTIONS)})",
+    )
     parser.add_argument("--out", default=str(ROOT / "bench" / "out" / "latest.json"))
     args = parser.parse_args()
     if shutil.which("wrk") is None:

@@ -1,7 +1,9 @@
 """make_app: the Tornado application and its routes. Start reading here.
 
-Requests go to :mod:`gateway.handlers`, which build a :class:`~gateway.context.Context`
-and run the app's :class:`~gateway.pipeline.Pipeline` from :mod:`gateway.runtime`.
+Every request enters through :mod:`gateway.front`. Flow requests go to
+:mod:`gateway.flow_request`, which builds a :class:`~gateway.context.Context` and runs the
+app's :class:`~gateway.pipeline.Pipeline` from :mod:`gateway.runtime`; the other routes
+below go to :mod:`gateway.handlers`.
 """
 
 from __future__ import annotations
@@ -10,15 +12,14 @@ from typing import Any
 
 import tornado.web
 
+from gateway.front import GatewayApplication
 from gateway.handlers import (
-    FlowHandler,
     HealthHandler,
     MetricsHandler,
     NotFoundHandler,
     OpenAPIHandler,
     ReadyHandler,
 )
-from gateway.refusals import GatewayApplication
 from gateway.runtime import SANDBOX_UPSTREAM_PATH, Gateway
 from gateway.sandbox import sandbox_routes
 
@@ -31,7 +32,7 @@ def _no_access_log(handler: tornado.web.RequestHandler) -> None:
 def make_app(gateway: Gateway, **settings: Any) -> tornado.web.Application:
     args = {"gateway": gateway}
     routes: list[Any] = [
-        tornado.web.url(r"/v1/([^/]+)/(login|phone|userinfo)", FlowHandler, args, name="flow"),
+        # /v1/{app}/{login|phone|userinfo} never reaches this router: see gateway.front
         tornado.web.url(r"/healthz", HealthHandler, args),
         tornado.web.url(r"/readyz", ReadyHandler, args),
         tornado.web.url(r"/metrics", MetricsHandler, args),
@@ -41,6 +42,7 @@ def make_app(gateway: Gateway, **settings: Any) -> tornado.web.Application:
         # Only when an app uses the sandbox: never expose fake endpoints beside real ones.
         routes += sandbox_routes(gateway.sandbox, SANDBOX_UPSTREAM_PATH)
     return GatewayApplication(
+        gateway,
         routes,
         default_handler_class=NotFoundHandler,
         default_handler_args=args,

@@ -1,0 +1,344 @@
+"""``/v1/{app}/{login|phone|userinfo}``: the flow request path, request -> Context ->
+pipeline -> JSON.
+
+Flows are the hot path, so they are served by a Tornado ``HTTPMessageDelegate`` rather
+than a ``RequestHandler``: the handler machinery (a copied query dict, default headers,
+ETag checks, the generic dispatch) cost about 45 µs per request, a third of a bare
+hello-world's whole budget (bench/RESULTS.md). This delegate does only what a flow
+needs: the body is streamed in under the size limit (a declared oversized body is
+refused before it is sent), fields are parsed after the request id exists (our errors,
+not Tornado's bare 400), the pipeline runs in its own task under the request timeout,
+and one JSON answer and one access event come out. Everything else (health, metrics,
+the sandbox) stays on ``tornado.web``; :mod:`gateway.front` picks the path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import urllib.parse
+from http.client import responses
+from time import perf_counter
+from typing import Any
+
+import tornado.escape
+import tornado.httputil
+from tornado.iostream import StreamClosedError
+
+from gateway.context import Context
+from gateway.errors import (
+    BodyTooLarge,
+    FlowNotConfigured,
+    GatewayError,
+    InvalidField,
+    InvalidJSON,
+    MethodNotAllowed,
+    PipelineTimeout,
+    StepFailed,
+    Unauthorized,
+    UnknownApp,
+)
+from gateway.logs import get_logger, mask_phone
+from gateway.request_record import RequestRecord, record_request, request_id_from
+from gateway.runtime import Gateway
+
+LOGIN_FLOWS = frozenset({"login", "phone_oneshot"})
+PHONE_FLOWS = frozenset({"phone", "phone_code", "phone_oneshot"})
+# Fields the built-in flows read: they must be strings when present.
+STRING_FIELDS = frozenset({"code", "encryptedData", "iv", "rawData", "signature", "cloudID"})
+# Never sent to a client, whatever a step put in the response.
+FORBIDDEN_RESPONSE_KEYS = frozenset({"session_key", "sessionKey", "previous_session_key", "secret", "access_token"})
+# What tornado.web would route to a handler at all; other methods are 405 at once.
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "DELETE", "PATCH", "PUT", "OPTIONS"})
+FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
+MAX_QUERY_FIELDS = 1000  # Tornado's own guard against parsing costs, kept
+
+# A running pipeline is referenced here until it ends: the event loop keeps only weak
+# references to tasks.
+_running: set[asyncio.Task[None]] = set()
+
+
+class _HTTPDate:
+    """The Date header, formatted once per second rather than once per request."""
+
+    second = -1
+    text = ""
+
+    @classmethod
+    def now(cls) -> str:
+        second = int(time.time())
+        if second != cls.second:
+            cls.second, cls.text = second, tornado.httputil.format_timestamp(second)
+        return cls.text
+
+
+class FlowRequest(tornado.httputil.HTTPMessageDelegate):
+    """One request to a flow URL. ``app_path`` is the app segment of the path, still
+    percent-encoded; ``endpoint`` is ``login``, ``phone`` or ``userinfo``."""
+
+    def __init__(
+        self,
+        gateway: Gateway,
+        connection: tornado.httputil.HTTPConnection,
+        start_line: tornado.httputil.RequestStartLine,
+        headers: tornado.httputil.HTTPHeaders,
+        app_path: str,
+        endpoint: str,
+    ) -> None:
+        self.gateway = gateway
+        self.connection = connection
+        self.headers = headers
+        self.method = start_line.method
+        path, _, self.query = start_line.path.partition("?")
+        self.endpoint = endpoint
+        self.app_path = app_path
+        context = connection.context  # type: ignore[attr-defined]
+        # read now: with trusted proxy headers, Tornado restores the socket's address at finish()
+        client_ip = getattr(context, "remote_ip", "") or ""
+        self.record = RequestRecord(
+            request_id=request_id_from(headers.get("X-Request-Id")),
+            method=self.method,
+            path=path,
+            client_ip=client_ip,
+            started=perf_counter(),
+        )
+        self.answered = False
+        self.limit = gateway.config.server.max_body_bytes
+        self.body = bytearray()
+
+    # -- HTTPMessageDelegate ---------------------------------------------------------
+
+    def headers_received(
+        self,
+        start_line: tornado.httputil.RequestStartLine | tornado.httputil.ResponseStartLine,
+        headers: tornado.httputil.HTTPHeaders,
+    ) -> None:
+        if self.method not in KNOWN_METHODS:
+            self.fail(MethodNotAllowed())
+            return
+        declared = headers.get("Content-Length", "")
+        if declared.isdigit() and int(declared) > self.limit:
+            self.fail(BodyTooLarge(f"The request body is over {self.limit} bytes."))
+
+    def data_received(self, chunk: bytes) -> None:
+        if self.answered:
+            return  # answered early (e.g. 413): the rest of the body is not ours to read
+        self.body += chunk
+        if len(self.body) > self.limit:
+            self.fail(BodyTooLarge(f"The request body is over {self.limit} bytes."))
+
+    def finish(self) -> None:
+        if self.answered:
+            return
+        task = asyncio.get_running_loop().create_task(self.respond())
+        _running.add(task)
+        task.add_done_callback(_running.discard)
+
+    def on_connection_close(self) -> None:
+        # The client left. A pipeline already running finishes (nothing is left
+        # half-written); its answer has nowhere to go.
+        pass
+
+    # -- the flow --------------------------------------------------------------------
+
+    async def respond(self) -> None:
+        try:
+            await self.run_flow()
+        except GatewayError as exc:
+            self.fail(exc)
+        except Exception as exc:
+            get_logger("wxgate").error("unhandled_exception", request_id=self.record.request_id, exc_info=True)
+            self.fail(StepFailed(log_detail=f"unhandled {type(exc).__name__}"))
+
+    async def run_flow(self) -> None:
+        method, endpoint = self.method, self.endpoint
+        gateway = self.gateway
+        snapshot = gateway.current  # this request finishes on it, whatever a reload does
+        try:
+            app_name = urllib.parse.unquote(self.app_path, errors="strict")
+        except UnicodeDecodeError:
+            raise UnknownApp() from None
+        app = snapshot.apps.get(app_name)
+        if method not in ("GET", "POST"):
+            raise MethodNotAllowed()
+        if app is None:
+            raise UnknownApp()
+        if method == "GET" and endpoint != "phone":
+            raise MethodNotAllowed(hint="Only /v1/{app}/phone accepts GET (the one-shot flow).")
+        record = self.record
+        record.app = app_name
+        fields = self.parse_fields()
+        token = self.bearer_token()
+        record.flow = flow = choose_flow(endpoint, token, fields)
+        pipeline = app.pipelines.get(flow)
+        if pipeline is None:
+            raise FlowNotConfigured(f"The flow {flow!r} is not configured for app {app_name!r}.")
+        request_id = record.request_id
+        record.ctx = ctx = Context(
+            app=app.config,
+            flow=flow,
+            fields=fields,
+            token=token,
+            wechat=app.wechat,
+            storage=gateway.storage,
+            events=snapshot.events,
+            log=gateway.access_log.bind(request_id=request_id, app=app_name, flow=flow),
+            request_id=request_id,
+            client_ip=record.client_ip,
+        )
+        hooks = gateway.hooks
+        hooks.notify("wxgate_request_started", request_id=request_id, app=app_name, flow=flow, client_ip=ctx.client_ip)
+        try:
+            async with asyncio.timeout(snapshot.config.server.request_timeout):
+                await pipeline.run(ctx)
+        except TimeoutError:
+            ctx.failed_step = next(reversed(ctx.timings), None)
+            error: GatewayError = PipelineTimeout(log_detail=f"timed out in step {ctx.failed_step}")
+            self.notify_step_failed(ctx, error)
+            raise error from None
+        except GatewayError as exc:
+            self.notify_step_failed(ctx, exc)
+            raise
+        self.notify_outcome(ctx)
+        response = {k: v for k, v in ctx.response.items() if k not in FORBIDDEN_RESPONSE_KEYS}
+        self.send(200, response)
+
+    def notify_step_failed(self, ctx: Context, error: GatewayError) -> None:
+        self.gateway.hooks.notify(
+            "wxgate_step_failed",
+            request_id=ctx.request_id,
+            app=self.record.app,
+            flow=ctx.flow,
+            step=ctx.failed_step or "",
+            error=error.code,
+            status=error.status,
+        )
+
+    def notify_outcome(self, ctx: Context) -> None:
+        session, hooks = ctx.session, self.gateway.hooks
+        if session is None:
+            return
+        common = {"request_id": ctx.request_id, "app": self.record.app, "appid": ctx.app.appid}
+        common["openid"] = session.openid
+        if ctx.flow in LOGIN_FLOWS:
+            user = ctx.state.get("wxgate.user")
+            first = user.logins == 1 if user is not None else None
+            hooks.notify("wxgate_user_logged_in", unionid=session.unionid, first_login=first, **common)
+        pure, country = ctx.data.get("purePhoneNumber"), ctx.data.get("countryCode")
+        if ctx.flow in PHONE_FLOWS and isinstance(pure, str) and isinstance(country, str):
+            hooks.notify("wxgate_phone_bound", masked_phone=mask_phone(pure), country_code=country, **common)
+
+    # -- reading the request -----------------------------------------------------------
+
+    def bearer_token(self) -> str | None:
+        header = self.headers.get("Authorization")
+        if header is None:
+            return None
+        scheme, _, token = header.partition(" ")
+        token = token.strip()
+        if scheme.lower() != "bearer" or not token:
+            raise Unauthorized("The Authorization header must be 'Bearer <token>'.")
+        return token
+
+    def parse_fields(self) -> dict[str, str]:
+        """Query, then form or JSON body fields (the body wins); string values only."""
+        fields: dict[str, str] = {}
+        if self.query:
+            try:
+                query = tornado.escape.parse_qs_bytes(
+                    self.query, keep_blank_values=True, max_num_fields=MAX_QUERY_FIELDS
+                )
+            except ValueError as exc:
+                raise InvalidField("The query string is malformed.", log_detail=str(exc)) from None
+            for name, values in query.items():
+                fields[name] = _text(name, values[-1])
+        body = bytes(self.body)
+        header = self.headers.get("Content-Type", "")
+        media_type = header.split(";")[0].strip().lower()  # media types are case-insensitive
+        # curl -d sends JSON labelled as a form; a form body never starts with '{'.
+        looks_json = body.lstrip()[:1] == b"{"
+        if media_type in FORM_TYPES and not looks_json:
+            arguments: dict[str, list[bytes]] = {}
+            try:
+                params = header[len(header.split(";")[0]) :]
+                tornado.httputil.parse_body_arguments(media_type + params, body, arguments, {}, self.headers)
+            except tornado.httputil.HTTPInputError as exc:
+                raise InvalidField("The form body is malformed.", log_detail=str(exc)) from None
+            for name, values in arguments.items():
+                fields[name] = _text(name, values[-1])
+        elif body.strip():
+            try:
+                obj = json.loads(body)
+            except (ValueError, RecursionError):
+                raise InvalidJSON(log_detail="body does not parse as JSON") from None
+            if not isinstance(obj, dict):
+                raise InvalidJSON()
+            for name, value in obj.items():
+                _valid_text(name, name)
+                if isinstance(value, str):
+                    fields[name] = _valid_text(name, value)
+                elif name in STRING_FIELDS and value is not None:
+                    raise InvalidField(f"{name} must be a string.")
+        return fields
+
+    # -- answering ---------------------------------------------------------------------
+
+    def fail(self, error: GatewayError) -> None:
+        self.record.error = error
+        retry_after = error.client_retry_after
+        self.send(error.status, error.body(), None if retry_after is None else str(retry_after))
+
+    def send(self, status: int, payload: dict[str, Any], retry_after: str | None = None) -> None:
+        if self.answered:
+            return
+        self.answered = True
+        body = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
+        headers = tornado.httputil.HTTPHeaders()
+        headers["Content-Type"] = "application/json; charset=utf-8"
+        headers["Content-Length"] = str(len(body))
+        headers["Cache-Control"] = "no-store"
+        headers["Date"] = _HTTPDate.now()
+        headers["X-Request-Id"] = self.record.request_id
+        if retry_after is not None:
+            headers["Retry-After"] = retry_after
+        start_line = tornado.httputil.ResponseStartLine("HTTP/1.1", status, responses.get(status, "Unknown"))
+        try:
+            self.connection.write_headers(start_line, headers, None if self.method == "HEAD" else body)
+            self.connection.finish()
+        except StreamClosedError:
+            pass  # the client left; the request is still recorded below
+        record_request(self.gateway, self.record, status)
+
+
+def choose_flow(endpoint: str, token: str | None, fields: dict[str, str]) -> str:
+    """/phone serves three flows: with a token, encryptedData (``phone``) or a one-time
+    phone code (``phone_code``); without one, a wx.login code (``phone_oneshot``)."""
+    if endpoint != "phone":
+        return endpoint
+    if token is not None:
+        return "phone_code" if "code" in fields and "encryptedData" not in fields else "phone"
+    if "code" in fields:
+        return "phone_oneshot"
+    raise Unauthorized(
+        hint="Send 'Authorization: Bearer <token>' from /v1/{app}/login, or a fresh wx.login "
+        "'code' with encryptedData and iv for the one-shot call."
+    )
+
+
+def _valid_text(name: str, value: str) -> str:
+    # JSON may carry lone surrogates ("\ud800"), which are not text: refuse them here
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        shown = name.encode("utf-8", "replace").decode("utf-8")  # the name may be broken too
+        raise InvalidField(f"{shown} is not valid Unicode text.") from None
+    return value
+
+
+def _text(name: str, raw: bytes) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        shown = name.encode("utf-8", "replace").decode("utf-8")
+        raise InvalidField(f"{shown} is not valid UTF-8.") from None
