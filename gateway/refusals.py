@@ -4,12 +4,12 @@ its guard against parsing costs) still get wxgate's JSON error body."""
 from __future__ import annotations
 
 import json
-import os
 
 import tornado.httputil
 
 from gateway.errors import InvalidField
 from gateway.logs import get_logger
+from gateway.request_record import new_request_id
 
 
 def refuse(
@@ -20,7 +20,7 @@ def refuse(
     """Answer 400 ``invalid_field``, log the access event, and close the connection."""
     error = InvalidField("The request could not be parsed.", log_detail=str(exc))
     body = json.dumps(error.body(), separators=(",", ":")).encode()
-    request_id = os.urandom(16).hex()
+    request_id = new_request_id()
     path = start_line.path.partition("?")[0] if isinstance(start_line, tornado.httputil.RequestStartLine) else ""
     get_logger("wxgate.access").info(
         "request", request_id=request_id, path=path, status=error.status, error=error.code, detail=str(exc)

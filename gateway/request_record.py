@@ -5,6 +5,7 @@ so both record a request the same way."""
 from __future__ import annotations
 
 import os
+import random
 import re
 from dataclasses import dataclass
 from time import perf_counter
@@ -18,9 +19,31 @@ if TYPE_CHECKING:
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 
 
+class _RequestIds:
+    """32 hex digits: a random prefix per process, then 64 bits from a generator seeded
+    from the OS. Unique across workers and restarts, and unordered (the ids of a response
+    do not tell a client how many requests others made). Request ids are labels, not
+    secrets: no system call per request."""
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.prefix = os.urandom(8).hex()
+        self.random = random.Random(os.urandom(16))  # noqa: S311 (not a secret)
+
+    def new(self) -> str:
+        return f"{self.prefix}{self.random.getrandbits(64):016x}"
+
+
+_ids = _RequestIds()
+os.register_at_fork(after_in_child=_ids.reset)  # pre-forked workers must not share a sequence
+new_request_id = _ids.new
+
+
 def request_id_from(given: str | None) -> str:
-    """The client's X-Request-Id when it is a sane token, otherwise a new random one."""
-    return given if given and _REQUEST_ID.match(given) else os.urandom(16).hex()
+    """The client's X-Request-Id when it is a sane token, otherwise a new one."""
+    return given if given and _REQUEST_ID.match(given) else new_request_id()
 
 
 @dataclass(slots=True)
