@@ -1,0 +1,194 @@
+"""The flow request path at the HTTP level, over a raw socket: keep-alive across every
+kind of answer, chunked bodies, HEAD, early refusals, a timeout inside the connection's
+own task. gateway.flow_request is a Tornado HTTPMessageDelegate, not a RequestHandler,
+so what tornado.web used to guarantee is checked here."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from gateway.testing import GatewayTestCase
+from tests.test_resilience import _sleepy_step
+
+
+@dataclass
+class Reply:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+class Connection:
+    """One client connection; answers are read by Content-Length, so a stray byte (a body
+    after HEAD, say) would corrupt the next answer."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+
+    @classmethod
+    async def open(cls, port: int) -> Connection:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        return cls(reader, writer)
+
+    async def send(self, raw: bytes, *, head: bool = False) -> Reply:
+        self.writer.write(raw)
+        await self.writer.drain()
+        return await self.read(head=head)
+
+    async def read(self, *, head: bool = False) -> Reply:
+        block = await asyncio.wait_for(self.reader.readuntil(b"\r\n\r\n"), 5)
+        status_line, *lines = block.decode("latin-1").split("\r\n")
+        headers = {}
+        for line in lines:
+            if line:
+                name, _, value = line.partition(":")
+                headers[name.strip().lower()] = value.strip()
+        length = 0 if head else int(headers.get("content-length", "0"))
+        body = await asyncio.wait_for(self.reader.readexactly(length), 5)
+        return Reply(int(status_line.split()[1]), headers, body)
+
+    async def closed_by_server(self) -> bool:
+        return await asyncio.wait_for(self.reader.read(1), 5) == b""
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+def request(method: str, path: str, body: bytes | None = None, **headers: str) -> bytes:
+    lines = [f"{method} {path} HTTP/1.1", "Host: 127.0.0.1"]
+    lines += [f"{name.replace('_', '-')}: {value}" for name, value in headers.items()]
+    if body is not None:
+        lines.append(f"Content-Length: {len(body)}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + (body or b"")
+
+
+def chunked(method: str, path: str, parts: list[bytes]) -> bytes:
+    head = f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+    head += "Transfer-Encoding: chunked\r\n\r\n"
+    return head.encode() + b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in parts) + b"0\r\n\r\n"
+
+
+class KeepAliveTest(GatewayTestCase):
+    def run_on_one_connection(self, steps: list[tuple[bytes, bool]]) -> list[Reply]:
+        async def go() -> list[Reply]:
+            conn = await Connection.open(self.get_http_port())
+            try:
+                return [await conn.send(raw, head=head) for raw, head in steps]
+            finally:
+                conn.close()
+
+        replies: list[Reply] = self.io_loop.run_sync(go)
+        return replies
+
+    def test_one_connection_carries_every_kind_of_answer(self) -> None:
+        code = self.wx_login("keepalive")
+        replies = self.run_on_one_connection(
+            [
+                (
+                    request(
+                        "POST", "/v1/demo/login", json.dumps({"code": code}).encode(), Content_Type="application/json"
+                    ),
+                    False,
+                ),
+                (request("POST", "/v1/demo/login", b"{not json", Content_Type="application/json"), False),
+                (request("GET", "/v1/demo/login"), False),  # no body: the flow runs from the headers
+                (request("POST", "/v1/demo/phone", b"{}", Content_Type="application/json"), False),
+                (request("HEAD", "/v1/demo/login"), True),
+                (request("GET", "/healthz"), False),  # tornado.web's side of the front
+                (request("POST", "/v1/nosuchapp/login", b"{}"), False),
+            ]
+        )
+        assert [r.status for r in replies] == [200, 400, 405, 401, 405, 200, 404]
+        assert replies[0].json()["token"]
+        assert [r.json()["error"]["code"] for r in replies[1:4]] == [
+            "invalid_json",
+            "method_not_allowed",
+            "session_required",
+        ]
+        for reply in replies:
+            assert reply.headers.get("connection", "").lower() != "close", reply
+            assert reply.headers["x-request-id"]
+        assert len({r.headers["x-request-id"] for r in replies}) == len(replies)
+        assert int(replies[4].headers["content-length"]) > 0  # HEAD: the length of the body not sent
+
+    def test_chunked_body_is_read_whole_then_answered(self) -> None:
+        code = self.wx_login("chunked")
+        body = json.dumps({"code": code}).encode()
+        replies = self.run_on_one_connection(
+            [
+                (chunked("POST", "/v1/demo/login", [body[:5], body[5:]]), False),
+                (request("POST", "/v1/demo/login", b"{}", Content_Type="application/json"), False),
+            ]
+        )
+        assert replies[0].status == 200, replies[0]
+        assert replies[0].json()["openid"]
+        assert (replies[1].status, replies[1].json()["error"]["code"]) == (400, "missing_field")
+
+    def test_a_body_over_the_limit_is_refused_at_once_and_the_connection_closed(self) -> None:
+        limit = self.config.server.max_body_bytes
+
+        async def go() -> tuple[Reply, bool]:
+            conn = await Connection.open(self.get_http_port())
+            try:
+                # declared within the limit, sent beyond it: refused as the bytes arrive
+                conn.writer.write(chunked("POST", "/v1/demo/login", [b"x" * (limit + 1)]))
+                reply = await conn.read()
+                return reply, await conn.closed_by_server()
+            finally:
+                conn.close()
+
+        reply, closed = self.io_loop.run_sync(go)
+        assert (reply.status, reply.json()["error"]["code"]) == (413, "body_too_large")
+        assert closed  # the rest of the body is not read: the connection cannot be reused
+
+    def test_request_id_from_client_is_echoed_on_the_lean_path(self) -> None:
+        [reply] = self.run_on_one_connection(
+            [(request("POST", "/v1/demo/login", b"{}", X_Request_Id="abc-123"), False)]
+        )
+        assert reply.headers["x-request-id"] == "abc-123"
+        assert reply.headers["cache-control"] == "no-store"
+        assert reply.headers["content-type"] == "application/json; charset=utf-8"
+        assert reply.headers["date"].endswith("GMT")
+
+
+class TimeoutInConnectionTaskTest(GatewayTestCase):
+    """The pipeline runs in the connection's task; a timeout cancels that task. The
+    connection must survive it and carry the next request."""
+
+    def get_config(self) -> Any:
+        from gateway.config import parse_config
+        from gateway.registry import Registry
+
+        text = """
+server: {request_timeout: 0.3}
+storage: {plugin: memory}
+pipelines:
+  login: [code2session, sleepy, issue_session]
+  phone: [check_session, respond]
+apps:
+  demo: {appid: wx0000000000demo0, secret: demo-secret-123, upstream: sandbox}
+"""
+        return parse_config(text, "<timeout>", Registry.discover(extra_steps={"sleepy": _sleepy_step()}))
+
+    def test_the_connection_survives_a_pipeline_timeout(self) -> None:
+        code = self.wx_login("hang-keepalive")
+
+        async def go() -> list[Reply]:
+            conn = await Connection.open(self.get_http_port())
+            try:
+                first = await conn.send(request("POST", "/v1/demo/login", json.dumps({"code": code}).encode()))
+                second = await conn.send(request("POST", "/v1/demo/phone", b"{}", Authorization="Bearer x"))
+                return [first, second]
+            finally:
+                conn.close()
+
+        first, second = self.io_loop.run_sync(go, timeout=10)
+        assert (first.status, first.json()["error"]["code"]) == (504, "pipeline_timeout")
+        assert first.headers.get("connection", "").lower() != "close"
+        assert (second.status, second.json()["error"]["code"]) == (401, "session_invalid")
