@@ -10,6 +10,8 @@ from typing import Any
 
 import pytest
 from Crypto.Cipher import AES
+from hypothesis import given
+from hypothesis import strategies as st
 
 from gateway.wechat import crypto
 from gateway.wechat.crypto import DecryptionFailed, MalformedInput
@@ -93,6 +95,18 @@ def test_round_trip_unicode(payload: dict[str, Any]) -> None:
     assert crypto.decrypt_json(KEY_B64, iv, data) == payload
     # and the ciphertext is what raw AES-CBC + PKCS#7 gives back
     assert json.loads(aes_decrypt(data, KEY, base64.b64decode(iv)).decode("utf-8")) == payload
+
+
+@given(
+    key=st.binary(min_size=16, max_size=16),
+    iv=st.binary(min_size=16, max_size=16),
+    cipher_text=st.integers(min_value=1, max_value=40).flatmap(lambda n: st.binary(min_size=16 * n, max_size=16 * n)),
+)
+def test_cbc_over_the_cached_block_cipher_equals_pycryptodome_cbc(key: bytes, iv: bytes, cipher_text: bytes) -> None:
+    expected = AES.new(key, AES.MODE_CBC, iv).decrypt(cipher_text)
+    assert crypto.cbc_decrypt(key, iv, cipher_text) == expected
+    # the cached cipher keeps no state between payloads: the same call gives the same answer
+    assert crypto.cbc_decrypt(key, iv, cipher_text) == expected
 
 
 def test_encrypt_json_with_fixed_iv_uses_it() -> None:
