@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import hashlib
 import importlib.util
 import os
@@ -28,9 +29,13 @@ from gateway.runtime import Gateway
 from gateway.storage import Storage
 
 
+def _reachable_host(host: str) -> str:
+    return "127.0.0.1" if host in ("", "0.0.0.0", "::") else host  # noqa: S104 (a comparison)
+
+
 def self_url_for(host: str, port: int) -> str:
     """How this gateway reaches itself (for the mounted sandbox)."""
-    host = "127.0.0.1" if host in ("", "0.0.0.0", "::") else host  # noqa: S104 (a comparison)
+    host = _reachable_host(host)
     return f"http://{'[' + host + ']' if ':' in host else host}:{port}"
 
 
@@ -51,10 +56,10 @@ def serve(config: Config, host: str, port: int, processes: int = 1) -> int:
             "upstream: http://127.0.0.1:<its port> instead"
         )
     try:
-        sockets = tornado.netutil.bind_sockets(port, host)
+        listening = _bind(port, host, processes)
     except OSError as exc:
         raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror} (is another server using it?)") from None
-    bound_port = sockets[0].getsockname()[1]
+    bound_port = listening[0][0].getsockname()[1]
     hooks = Hooks()  # loaded (and checked) once, before any worker: a broken plugin stops here
     storage = config.storage_cls(config.storage_options)
     storage.before_fork()  # e.g. the embedded MongoDB, shared by all workers
@@ -67,7 +72,7 @@ def serve(config: Config, host: str, port: int, processes: int = 1) -> int:
 
     def work(worker_id: int) -> None:
         structlog.contextvars.bind_contextvars(worker=worker_id, pid=os.getpid())
-        asyncio.run(_run_worker(config, storage, hooks, sockets, self_url_for(host, bound_port)))
+        asyncio.run(_run_worker(config, storage, hooks, listening[worker_id], self_url_for(host, bound_port)))
 
     try:
         if processes == 1:
@@ -75,14 +80,41 @@ def serve(config: Config, host: str, port: int, processes: int = 1) -> int:
             return 0
         return run_workers(processes, work)
     finally:
-        for sock in sockets:
-            sock.close()
+        for sockets in listening:
+            for sock in sockets:
+                sock.close()
         if processes > 1:
             asyncio.run(storage.close())  # the parent owns what before_fork started
         if pid_file is not None:
             pid_file.unlink(missing_ok=True)
         if metrics_dir is not None:
             shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def _bind(port: int, host: str, processes: int) -> list[list[socket.socket]]:
+    """The listening sockets of each worker. Workers sharing one socket do not share its
+    connections: the first to wake accepts every connection waiting (Tornado accepts up
+    to 128 per wake-up), and a load of long-lived keep-alive connections then lands on
+    one worker. With SO_REUSEPORT each worker has its own socket on the same port and
+    the kernel spreads new connections across them. (Only processes of the same user
+    can join such a port, on Linux.)"""
+    if processes == 1 or not hasattr(socket, "SO_REUSEPORT"):
+        shared = tornado.netutil.bind_sockets(port, host)
+        return [shared] * processes
+    if port and _someone_listens(host, port):
+        # SO_REUSEPORT would let us join another gateway of the same user on this port
+        raise OSError(errno.EADDRINUSE, os.strerror(errno.EADDRINUSE))
+    first = tornado.netutil.bind_sockets(port, host, reuse_port=True)
+    bound = first[0].getsockname()[1]
+    return [first] + [tornado.netutil.bind_sockets(bound, host, reuse_port=True) for _ in range(processes - 1)]
+
+
+def _someone_listens(host: str, port: int) -> bool:
+    try:
+        socket.create_connection((_reachable_host(host), port), timeout=1).close()
+    except OSError:
+        return False
+    return True
 
 
 def configure_http_client() -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import signal
+import socket
 import subprocess
 import urllib.request
 import uuid
@@ -172,6 +173,48 @@ def test_prefork_workers_share_the_port(cluster: Cluster) -> None:
     assert parent.returncode == 0, out
     assert out.count('"gateway_stopped"') == 2
     assert subprocess.run(["pgrep", "-P", str(parent.pid)], capture_output=True).returncode == 1
+
+
+def test_prefork_spreads_a_burst_of_keep_alive_connections_over_both_workers(cluster: Cluster) -> None:
+    """Was: one shared socket, and the first worker to wake accepted every connection
+    of a burst, so a load of keep-alive clients ran on one core. Each worker now has its
+    own SO_REUSEPORT socket."""
+    gateway = cluster.gateway("--processes", "2")
+    port = int(gateway.rsplit(":", 1)[1])
+    # a burst, as a load tool opens it: every connect is sent before any is accepted
+    sockets = [socket.socket() for _ in range(24)]
+    try:
+        for sock in sockets:
+            sock.setblocking(False)
+            sock.connect_ex(("127.0.0.1", port))
+        pids = []
+        for sock in sockets:
+            sock.setblocking(True)
+            sock.settimeout(5)
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            answer = b""
+            while not answer.endswith(b"}"):
+                chunk = sock.recv(4096)
+                assert chunk, answer
+                answer += chunk
+            pids.append(json.loads(answer.split(b"\r\n\r\n", 1)[1])["pid"])
+    finally:
+        for sock in sockets:
+            sock.close()
+    per_worker = sorted(pids.count(pid) for pid in set(pids))
+    assert len(per_worker) == 2, per_worker
+    assert per_worker[0] >= 3, per_worker  # 24 hashed over 2 sockets: 2 or fewer on one is ~4e-5
+
+
+def test_prefork_refuses_a_port_another_gateway_listens_on(cluster: Cluster) -> None:
+    gateway = cluster.gateway("--processes", "2")
+    port = gateway.rsplit(":", 1)[1]
+    second = subprocess.run(
+        [WXGATE, "serve", "--config", str(cluster.config), "--port", port, "--processes", "2"],
+        cwd=ROOT, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert second.returncode == 2, second.stderr
+    assert "cannot listen on" in second.stderr
 
 
 def test_prefork_refuses_the_mounted_sandbox() -> None:
