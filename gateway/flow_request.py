@@ -15,10 +15,11 @@ the sandbox) stays on ``tornado.web``; :mod:`gateway.front` picks the path.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import json
 import time
 import urllib.parse
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Coroutine, Generator
 from http.client import responses
 from time import perf_counter
 from typing import Any
@@ -76,6 +77,39 @@ class _HTTPDate:
         return cls.text
 
 
+class _InContext:
+    """Awaits a coroutine in a context of its own (``contextvars``), without a task.
+
+    A task per request would give each its own copy of the context variables, and cost
+    what the flow path saves by running in the connection's task. This drives the
+    coroutine as a task would (what it awaits is passed up to the connection's task,
+    cancellation and errors are passed down) with every step run in ``context``: a
+    variable a step sets is not seen by the next request on the connection."""
+
+    __slots__ = ("context", "coro")
+
+    def __init__(self, coro: Coroutine[Any, Any, None], context: contextvars.Context) -> None:
+        self.coro = coro
+        self.context = context
+
+    def __await__(self) -> Generator[Any, Any, None]:
+        run, coro = self.context.run, self.coro
+        value: Any = None
+        error: BaseException | None = None
+        while True:
+            try:
+                awaited = run(coro.send, value) if error is None else run(coro.throw, error)
+            except StopIteration:
+                return
+            try:
+                value, error = (yield awaited), None
+            except GeneratorExit:
+                coro.close()
+                raise
+            except BaseException as exc:  # e.g. the task's cancellation: the coroutine decides
+                value, error = None, exc
+
+
 class FlowRequest(tornado.httputil.HTTPMessageDelegate):
     """One request to a flow URL. ``app_path`` is the app segment of the path, still
     percent-encoded; ``endpoint`` is ``login``, ``phone`` or ``userinfo``."""
@@ -120,7 +154,8 @@ class FlowRequest(tornado.httputil.HTTPMessageDelegate):
     #
     # The flow runs in the connection's own task: headers_received (no body) or the
     # data_received that completes a Content-Length body returns the flow's coroutine,
-    # which Tornado awaits before it reads on (documented flow control). The answer is
+    # which Tornado awaits before it reads on (documented flow control), in a context of
+    # its own as a task would have (_InContext). The answer is
     # held until finish(), which Tornado calls at once after that, with the request read
     # (an answer written while reading would close a keep-alive connection). Answered
     # synchronously in finish(), a request skips what an asynchronous answer costs: a
@@ -143,7 +178,7 @@ class FlowRequest(tornado.httputil.HTTPMessageDelegate):
                 self.fail(BodyTooLarge(f"The request body is over {self.limit} bytes."))
                 return None
         if self.expected == 0 and "Transfer-Encoding" not in headers:
-            return self.respond(hold=True)  # no body follows
+            return _InContext(self.respond(hold=True), contextvars.copy_context())  # no body follows
         return None
 
     def data_received(self, chunk: bytes) -> Awaitable[None] | None:
@@ -154,7 +189,7 @@ class FlowRequest(tornado.httputil.HTTPMessageDelegate):
             self.fail(BodyTooLarge(f"The request body is over {self.limit} bytes."))
             return None
         if len(self.body) == self.expected:
-            return self.respond(hold=True)
+            return _InContext(self.respond(hold=True), contextvars.copy_context())
         return None
 
     def finish(self) -> None:

@@ -7,11 +7,34 @@ from __future__ import annotations
 
 import asyncio
 import json
+from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
+import structlog
+
+from gateway.context import Context
+from gateway.step import Step
 from gateway.testing import GatewayTestCase
 from tests.test_resilience import _sleepy_step
+
+MARK: ContextVar[str | None] = ContextVar("wxgate_test_mark", default=None)
+
+
+class MarkingStep(Step[Any]):
+    """Sets a context variable (and a structlog context variable), as a careless plugin
+    might, and reports what it found from before."""
+
+    name: ClassVar[str] = "marking"
+    version: ClassVar[str] = "0.0.1"
+
+    async def __call__(self, ctx: Context) -> None:
+        ctx.response["seen_before"] = MARK.get()
+        ctx.response["structlog_before"] = structlog.contextvars.get_contextvars().get("marked_by")
+        MARK.set(ctx.request_id)
+        structlog.contextvars.bind_contextvars(marked_by=ctx.request_id)
+        await asyncio.sleep(0.01)  # a real suspension: the variable must survive it
+        ctx.response["kept_across_await"] = MARK.get() == ctx.request_id
 
 
 @dataclass
@@ -192,3 +215,37 @@ apps:
         assert (first.status, first.json()["error"]["code"]) == (504, "pipeline_timeout")
         assert first.headers.get("connection", "").lower() != "close"
         assert (second.status, second.json()["error"]["code"]) == (401, "session_invalid")
+
+
+class ContextIsolationTest(GatewayTestCase):
+    """The flow runs in the connection's task, not a task of its own: context variables
+    a step sets must still not reach the next request on the same connection."""
+
+    def get_config(self) -> Any:
+        from gateway.config import parse_config
+        from gateway.registry import Registry
+
+        text = """
+storage: {plugin: memory}
+pipelines:
+  login: [marking]
+apps:
+  demo: {appid: wx0000000000demo0, secret: demo-secret-123, upstream: sandbox}
+"""
+        return parse_config(text, "<marking>", Registry.discover(extra_steps={"marking": MarkingStep}))
+
+    def test_a_context_variable_set_by_a_step_does_not_reach_the_next_request(self) -> None:
+        async def go() -> list[Reply]:
+            conn = await Connection.open(self.get_http_port())
+            try:
+                return [
+                    await conn.send(request("POST", "/v1/demo/login", b"{}", X_Request_Id=f"req-{i}")) for i in range(3)
+                ] + [await conn.send(chunked("POST", "/v1/demo/login", [b"{}"]))]  # the task path too
+            finally:
+                conn.close()
+
+        replies = self.io_loop.run_sync(go)
+        assert [r.status for r in replies] == [200] * 4, replies
+        for reply in replies:
+            assert reply.json() == {"seen_before": None, "structlog_before": None, "kept_across_await": True}
+        assert MARK.get() is None
