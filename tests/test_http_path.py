@@ -16,7 +16,7 @@ import structlog
 from gateway.context import Context
 from gateway.step import Step
 from gateway.testing import GatewayTestCase
-from tests.test_resilience import _sleepy_step
+from tests.test_resilience import pipeline_timeout_config
 
 MARK: ContextVar[str | None] = ContextVar("wxgate_test_mark", default=None)
 
@@ -185,19 +185,7 @@ class TimeoutInConnectionTaskTest(GatewayTestCase):
     connection must survive it and carry the next request."""
 
     def get_config(self) -> Any:
-        from gateway.config import parse_config
-        from gateway.registry import Registry
-
-        text = """
-server: {request_timeout: 0.3}
-storage: {plugin: memory}
-pipelines:
-  login: [code2session, sleepy, issue_session]
-  phone: [check_session, respond]
-apps:
-  demo: {appid: wx0000000000demo0, secret: demo-secret-123, upstream: sandbox}
-"""
-        return parse_config(text, "<timeout>", Registry.discover(extra_steps={"sleepy": _sleepy_step()}))
+        return pipeline_timeout_config()
 
     def test_the_connection_survives_a_pipeline_timeout(self) -> None:
         code = self.wx_login("hang-keepalive")

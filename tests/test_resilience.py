@@ -106,13 +106,13 @@ def _sleepy_step() -> type:
     return SleepyStep
 
 
-class PipelineTimeoutTest(GatewayTestCase):
-    def get_config(self) -> Any:
-        from gateway.config import parse_config
-        from gateway.registry import Registry
+def pipeline_timeout_config() -> Any:
+    """A 0.3 s request timeout and a login pipeline with a step that hangs."""
+    from gateway.config import parse_config
+    from gateway.registry import Registry
 
-        registry = Registry.discover(extra_steps={"sleepy": _sleepy_step()})
-        text = """
+    registry = Registry.discover(extra_steps={"sleepy": _sleepy_step()})
+    text = """
 server: {request_timeout: 0.3}
 storage: {plugin: memory}
 pipelines:
@@ -121,7 +121,12 @@ pipelines:
 apps:
   demo: {appid: wx0000000000demo0, secret: demo-secret-123, upstream: sandbox}
 """
-        return parse_config(text, "<timeout>", registry)
+    return parse_config(text, "<timeout>", registry)
+
+
+class PipelineTimeoutTest(GatewayTestCase):
+    def get_config(self) -> Any:
+        return pipeline_timeout_config()
 
     def test_a_hanging_step_is_cut_off_and_named(self) -> None:
         started = time.monotonic()
