@@ -152,6 +152,7 @@ def test_concurrent_first_logins_make_one_user(with_storage: Any) -> None:
         user = await s.get_user("wxapp", "crowd")
         assert user is not None
         assert user.logins == 20
+        assert user.first_seen == 10.0  # the earliest, whichever insert won
 
     with_storage(body)
 

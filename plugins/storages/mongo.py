@@ -306,13 +306,18 @@ class MongoStorage(Storage):
         changes: dict[str, Any] = {"last_seen": now}
         if unionid:
             changes["unionid"] = unionid
-        update = {"$setOnInsert": {"first_seen": now}, "$set": changes, "$inc": {"logins": 1}}
+        # One round trip: the update returns the record. first_seen by $min rather than
+        # $setOnInsert, which find_one_and_update ignores on the test server; the same on
+        # insert, and never later than a time already recorded.
+        update = {"$min": {"first_seen": now}, "$set": changes, "$inc": {"logins": 1}}
+        selector = {"appid": appid, "openid": openid}
         try:
-            await self.db.users.update_one({"appid": appid, "openid": openid}, update, upsert=True)
+            doc = await self.db.users.find_one_and_update(
+                selector, update, upsert=True, return_document=ReturnDocument.AFTER
+            )
         except DuplicateKeyError:
             # two first logins raced to insert: the loser's update now finds the winner's record
-            await self.db.users.update_one({"appid": appid, "openid": openid}, update)
-        doc = await self.db.users.find_one({"appid": appid, "openid": openid})
+            doc = await self.db.users.find_one_and_update(selector, update, return_document=ReturnDocument.AFTER)
         return _user(doc)
 
     @_guarded
