@@ -141,6 +141,22 @@ class KeepAliveTest(GatewayTestCase):
         assert len({r.headers["x-request-id"] for r in replies}) == len(replies)
         assert int(replies[4].headers["content-length"]) > 0  # HEAD: the length of the body not sent
 
+    def test_pipelined_requests_are_answered_in_order(self) -> None:
+        """Two requests in one write, the second sent before the first is answered."""
+        first = request("POST", "/v1/demo/login", b"{}", Content_Type="application/json", X_Request_Id="first")
+        second = request("GET", "/v1/demo/login", X_Request_Id="second")
+
+        async def go() -> list[Reply]:
+            conn = await Connection.open(self.get_http_port())
+            try:
+                conn.writer.write(first + second)
+                return [await conn.read(), await conn.read()]
+            finally:
+                conn.close()
+
+        replies = self.io_loop.run_sync(go)
+        assert [(r.status, r.headers["x-request-id"]) for r in replies] == [(400, "first"), (405, "second")]
+
     def test_chunked_body_is_read_whole_then_answered(self) -> None:
         code = self.wx_login("chunked")
         body = json.dumps({"code": code}).encode()
