@@ -135,3 +135,33 @@ class PipelineTimeoutTest(GatewayTestCase):
         assert time.monotonic() - started < 2
         # the process keeps serving
         assert self.call("/v1/demo/phone", {}, token="x")[1]["error"]["code"] == "session_invalid"
+
+
+class CircuitTrialCancelledTest(GatewayTestCase):
+    """Was: the request timeout cancelled a half-open circuit's trial call, which then
+    held the trial slot for good: every later call got 503 upstream_circuit_open."""
+
+    config_text = """
+server: {request_timeout: 0.5}
+storage: {plugin: memory}
+pipelines:
+  login: [code2session, issue_session]
+apps:
+  demo: {appid: wx0000000000demo0, secret: demo-secret-123, upstream: sandbox, timeout: 5,
+         circuit_failures: 1, circuit_cooldown: 0.3}
+"""
+
+    def sleep(self, seconds: float) -> None:
+        self.io_loop.run_sync(lambda: asyncio.sleep(seconds))
+
+    def test_a_trial_call_cut_off_by_the_request_timeout_frees_the_circuit(self) -> None:
+        self.arm_fault("jscode2session", errcode=-1, count=1)
+        assert self.call("/v1/demo/login", {"code": self.wx_login("a")})[1]["error"]["code"] == "upstream_busy"
+        self.sleep(0.4)  # half-open: the next call is the trial
+        self.arm_fault("jscode2session", delay=1.0, count=1)
+        status, body, _ = self.call("/v1/demo/login", {"code": self.wx_login("b")})
+        assert (status, body["error"]["code"]) == (504, "pipeline_timeout")
+        self.sleep(1.2)  # the delayed answer has come and gone
+        status, body, _ = self.call("/v1/demo/login", {"code": self.wx_login("c")})
+        assert status == 200, body
+        assert self.gateway.apps["demo"].wechat.circuit.state == "closed"

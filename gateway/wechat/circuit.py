@@ -38,6 +38,11 @@ class CircuitBreaker:
         self.opened_at = None
         self._trial_running = False
 
+    def abandoned(self) -> None:
+        """A call ended without a verdict on the upstream (cancelled by the request's
+        timeout, say): a trial slot it held is free again, nothing is counted."""
+        self._trial_running = False
+
     def failure(self) -> None:
         self.consecutive += 1
         self._trial_running = False

@@ -158,6 +158,11 @@ class WeChatClient:
             self.circuit.failure()
             self._count(api, "unreachable")
             raise UpstreamUnreachable(log_detail=f"{api}: {type(exc).__name__}: {exc}") from None
+        except BaseException:
+            # cancelled (the request's timeout) or a bug: no verdict, but a half-open
+            # circuit's trial slot must not stay taken, or the circuit never closes
+            self.circuit.abandoned()
+            raise
         try:
             answer = json.loads(response.body or b"")
         except ValueError:
