@@ -21,13 +21,23 @@ from gateway.logs import get_logger
 MAX_RESTARTS = 100
 
 
-def run_workers(count: int, work: Callable[[int], None], max_restarts: int = MAX_RESTARTS) -> int:
-    """Fork ``count`` workers running ``work(worker_id)``; returns when all have exited."""
+def run_workers(
+    count: int,
+    work: Callable[[int], None],
+    max_restarts: int = MAX_RESTARTS,
+    prepare: Callable[[int], None] | None = None,
+    forked: Callable[[int], None] | None = None,
+) -> int:
+    """Fork ``count`` workers running ``work(worker_id)``; returns when all have exited.
+    ``prepare`` and ``forked`` run in the parent just before and just after each fork
+    (e.g. to give each worker a listening socket of its own)."""
     log = get_logger("wxgate.prefork")
     children: dict[int, int] = {}
     stopping = False
 
     def spawn(worker_id: int) -> None:
+        if prepare is not None:
+            prepare(worker_id)
         pid = os.fork()
         if pid == 0:
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
@@ -44,6 +54,8 @@ def run_workers(count: int, work: Callable[[int], None], max_restarts: int = MAX
                 sys.stderr.flush()
                 os._exit(code)
         children[pid] = worker_id
+        if forked is not None:
+            forked(worker_id)
 
     def stop(signum: int, _frame: FrameType | None) -> None:
         nonlocal stopping
@@ -79,5 +91,10 @@ def run_workers(count: int, work: Callable[[int], None], max_restarts: int = MAX
         if restarts > max_restarts:
             stop(signal.SIGTERM, None)
             return 1
-        spawn(worker_id_or_none)
+        try:
+            spawn(worker_id_or_none)
+        except OSError as exc:  # e.g. its port was taken while no worker listened on it
+            log.error("worker_respawn_failed", worker=worker_id_or_none, error=str(exc))
+            stop(signal.SIGTERM, None)
+            return 1
     return 0

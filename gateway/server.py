@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import errno
 import hashlib
 import importlib.util
 import os
@@ -21,6 +20,7 @@ from gateway.app import make_app
 from gateway.config import Config, load_config
 from gateway.errors import ConfigError
 from gateway.hooks import Hooks
+from gateway.listeners import Listeners, reachable_hosts
 from gateway.logs import get_logger
 from gateway.metrics import enable_multiprocess
 from gateway.prefork import run_workers
@@ -29,13 +29,9 @@ from gateway.runtime import Gateway
 from gateway.storage import Storage
 
 
-def _reachable_host(host: str) -> str:
-    return "127.0.0.1" if host in ("", "0.0.0.0", "::") else host  # noqa: S104 (a comparison)
-
-
 def self_url_for(host: str, port: int) -> str:
     """How this gateway reaches itself (for the mounted sandbox)."""
-    host = _reachable_host(host)
+    host = reachable_hosts(host)[0]
     return f"http://{'[' + host + ']' if ':' in host else host}:{port}"
 
 
@@ -56,10 +52,10 @@ def serve(config: Config, host: str, port: int, processes: int = 1) -> int:
             "upstream: http://127.0.0.1:<its port> instead"
         )
     try:
-        listening = _bind(port, host, processes)
+        listeners = Listeners(port, host, processes)
     except OSError as exc:
         raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror} (is another server using it?)") from None
-    bound_port = listening[0][0].getsockname()[1]
+    bound_port = listeners.port
     hooks = Hooks()  # loaded (and checked) once, before any worker: a broken plugin stops here
     storage = config.storage_cls(config.storage_options)
     storage.before_fork()  # e.g. the embedded MongoDB, shared by all workers
@@ -72,49 +68,21 @@ def serve(config: Config, host: str, port: int, processes: int = 1) -> int:
 
     def work(worker_id: int) -> None:
         structlog.contextvars.bind_contextvars(worker=worker_id, pid=os.getpid())
-        asyncio.run(_run_worker(config, storage, hooks, listening[worker_id], self_url_for(host, bound_port)))
+        asyncio.run(_run_worker(config, storage, hooks, listeners.of(worker_id), self_url_for(host, bound_port)))
 
     try:
         if processes == 1:
             work(0)
             return 0
-        return run_workers(processes, work)
+        return run_workers(processes, work, prepare=listeners.prepare, forked=listeners.forked)
     finally:
-        for sockets in listening:
-            for sock in sockets:
-                sock.close()
+        listeners.close()
         if processes > 1:
             asyncio.run(storage.close())  # the parent owns what before_fork started
         if pid_file is not None:
             pid_file.unlink(missing_ok=True)
         if metrics_dir is not None:
             shutil.rmtree(metrics_dir, ignore_errors=True)
-
-
-def _bind(port: int, host: str, processes: int) -> list[list[socket.socket]]:
-    """The listening sockets of each worker. Workers sharing one socket do not share its
-    connections: the first to wake accepts every connection waiting (Tornado accepts up
-    to 128 per wake-up), and a load of long-lived keep-alive connections then lands on
-    one worker. With SO_REUSEPORT each worker has its own socket on the same port and
-    the kernel spreads new connections across them. (Only processes of the same user
-    can join such a port, on Linux.)"""
-    if processes == 1 or not hasattr(socket, "SO_REUSEPORT"):
-        shared = tornado.netutil.bind_sockets(port, host)
-        return [shared] * processes
-    if port and _someone_listens(host, port):
-        # SO_REUSEPORT would let us join another gateway of the same user on this port
-        raise OSError(errno.EADDRINUSE, os.strerror(errno.EADDRINUSE))
-    first = tornado.netutil.bind_sockets(port, host, reuse_port=True)
-    bound = first[0].getsockname()[1]
-    return [first] + [tornado.netutil.bind_sockets(bound, host, reuse_port=True) for _ in range(processes - 1)]
-
-
-def _someone_listens(host: str, port: int) -> bool:
-    try:
-        socket.create_connection((_reachable_host(host), port), timeout=1).close()
-    except OSError:
-        return False
-    return True
 
 
 def configure_http_client() -> None:
