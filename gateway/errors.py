@@ -111,6 +111,13 @@ class InvalidPhoneCode(BadRequest):
     hint = "Send the code from the getPhoneNumber button's event (e.detail.code) once, within 5 minutes."
 
 
+class BodyTimeout(GatewayError):
+    status = 408
+    code = "body_timeout"
+    message = "The request body did not arrive in time."
+    hint = "Send the whole body with the request; wxgate requests are small JSON objects."
+
+
 class BodyTooLarge(GatewayError):
     status = 413
     code = "body_too_large"

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import json
+import re
 import time
 import urllib.parse
 from collections.abc import Awaitable, Coroutine, Generator
@@ -31,6 +32,7 @@ from tornado.iostream import StreamClosedError
 
 from gateway.context import Context
 from gateway.errors import (
+    BodyTimeout,
     BodyTooLarge,
     FlowNotConfigured,
     GatewayError,
@@ -52,8 +54,12 @@ PHONE_FLOWS = frozenset({"phone", "phone_code", "phone_oneshot"})
 STRING_FIELDS = frozenset({"code", "encryptedData", "iv", "rawData", "signature", "cloudID"})
 # Never sent to a client, whatever a step put in the response.
 FORBIDDEN_RESPONSE_KEYS = frozenset({"session_key", "sessionKey", "previous_session_key", "secret", "access_token"})
-# What tornado.web would route to a handler at all; other methods are 405 at once.
-KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "DELETE", "PATCH", "PUT", "OPTIONS"})
+ALLOWED_METHODS = {"login": "POST", "phone": "GET, POST", "userinfo": "POST"}  # for 405's Allow header
+# What Tornado accepts (ASCII digits; a list of equal values), so that we refuse first,
+# with our JSON error, rather than run the flow on headers Tornado then refuses.
+_CONTENT_LENGTH = re.compile(r"[0-9]+(?:\s*,\s*[0-9]+)*")
+# RFC 9110's Host: a reg-name, IPv4 or [IP-literal], an optional port; no comma (two Host headers)
+_HOST = re.compile(r"(?:[A-Za-z0-9\-._~%!$&'()*+;=]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]*)?")
 FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 MAX_QUERY_FIELDS = 1000  # Tornado's own guard against parsing costs, kept
 
@@ -61,6 +67,12 @@ PHONE_BOUND = "wxgate_phone_bound"
 # A running pipeline is referenced here until it ends: the event loop keeps only weak
 # references to tasks.
 _running: set[asyncio.Task[None]] = set()
+
+
+async def wait_for_flows(grace: float) -> None:
+    """At shutdown: let flows running in tasks of their own finish (bounded)."""
+    if _running:
+        await asyncio.wait(list(_running), timeout=grace)
 
 
 class _HTTPDate:
@@ -127,6 +139,7 @@ class FlowRequest(tornado.httputil.HTTPMessageDelegate):
         self.connection = connection
         self.headers = headers
         self.method = start_line.method
+        self.version = start_line.version
         path, _, self.query = start_line.path.partition("?")
         self.endpoint = endpoint
         self.app_path = app_path
@@ -143,10 +156,12 @@ class FlowRequest(tornado.httputil.HTTPMessageDelegate):
         self.answered = False
         self.flow_started = False
         self.hold = False  # answers wait for finish() (see below)
-        self.held: tuple[int, bytes, str | None] | None = None
+        self.held: tuple[int, bytes, dict[str, str] | None] | None = None
         self.timed_out = False
         self.expected = 0  # body bytes declared by Content-Length (none declared: none sent)
         self.task: asyncio.Task[Any] | None = None
+        self.body_timer: asyncio.TimerHandle | None = None
+        self.read_done = False  # the whole request is read: the connection can be kept
         self.limit = gateway.config.server.max_body_bytes
         self.body = bytearray()
 
@@ -168,18 +183,39 @@ class FlowRequest(tornado.httputil.HTTPMessageDelegate):
         start_line: tornado.httputil.RequestStartLine | tornado.httputil.ResponseStartLine,
         headers: tornado.httputil.HTTPHeaders,
     ) -> Awaitable[None] | None:
-        if self.method not in KNOWN_METHODS:
-            self.fail(MethodNotAllowed())
+        refusal = self.framing_refusal(headers)
+        if refusal is not None:
+            self.fail(refusal)
             return None
-        declared = headers.get("Content-Length", "")
-        if declared.isdigit():
-            self.expected = int(declared)
-            if self.expected > self.limit:
-                self.fail(BodyTooLarge(f"The request body is over {self.limit} bytes."))
-                return None
         if self.expected == 0 and "Transfer-Encoding" not in headers:
             return _InContext(self.respond(hold=True), contextvars.copy_context())  # no body follows
+        # the body gets request_timeout seconds to arrive, as the steps do afterwards
+        loop = asyncio.get_running_loop()
+        self.body_timer = loop.call_later(self.gateway.current.config.server.request_timeout, self.body_timed_out)
         return None
+
+    def framing_refusal(self, headers: tornado.httputil.HTTPHeaders) -> GatewayError | None:
+        """What Tornado would refuse before the body (with a bare 400), refused first with
+        our JSON error; and a declared body over the limit."""
+        version = self.version
+        hosts = headers.get_list("Host")
+        if len(hosts) > 1 or (hosts and not _HOST.fullmatch(hosts[0])) or (not hosts and version != "HTTP/1.0"):
+            return InvalidField("The Host header is missing or malformed.")
+        declared = headers.get("Content-Length")
+        transfer = headers.get("Transfer-Encoding")
+        if transfer is not None and (declared is not None or transfer.lower() != "chunked"):
+            return InvalidField("The body's framing is malformed (Transfer-Encoding).")
+        if declared is not None:
+            if not _CONTENT_LENGTH.fullmatch(declared) or len({v.strip() for v in declared.split(",")}) != 1:
+                return InvalidField("The Content-Length header is malformed.")
+            self.expected = int(declared.split(",")[0])
+            if self.expected > self.limit:
+                return BodyTooLarge(f"The request body is over {self.limit} bytes.")
+        return None
+
+    def body_timed_out(self) -> None:
+        if not self.answered and not self.flow_started:
+            self.fail(BodyTimeout(log_detail=f"{len(self.body)} bytes received"))
 
     def data_received(self, chunk: bytes) -> Awaitable[None] | None:
         if self.answered:
@@ -189,10 +225,15 @@ class FlowRequest(tornado.httputil.HTTPMessageDelegate):
             self.fail(BodyTooLarge(f"The request body is over {self.limit} bytes."))
             return None
         if len(self.body) == self.expected:
+            if self.body_timer is not None:
+                self.body_timer.cancel()
             return _InContext(self.respond(hold=True), contextvars.copy_context())
         return None
 
     def finish(self) -> None:
+        self.read_done = True
+        if self.body_timer is not None:
+            self.body_timer.cancel()
         if self.held is not None:
             self.write(*self.held)
         elif not self.answered and not self.flow_started:
@@ -220,10 +261,14 @@ class FlowRequest(tornado.httputil.HTTPMessageDelegate):
         except GatewayError as exc:
             self.fail(exc)
         except asyncio.CancelledError:
-            if not self.timed_out:
-                raise  # shutting down
-            task.uncancel()
-            self.fail(PipelineTimeout(log_detail="timed out before the pipeline started"))
+            if self.timed_out:
+                task.uncancel()
+                self.fail(PipelineTimeout(log_detail="timed out before the pipeline started"))
+            elif task.cancelling():
+                raise  # this request's task itself is cancelled: the process is stopping
+            else:  # something a step awaited was cancelled by someone else: that step failed
+                get_logger("wxgate").error("step_await_cancelled", request_id=self.record.request_id)
+                self.fail(StepFailed(log_detail="an await inside a step was cancelled"))
         except Exception as exc:
             get_logger("wxgate").error("unhandled_exception", request_id=self.record.request_id, exc_info=True)
             self.fail(StepFailed(log_detail=f"unhandled {type(exc).__name__}"))
@@ -277,7 +322,7 @@ class FlowRequest(tornado.httputil.HTTPMessageDelegate):
             await pipeline.run(ctx)
         except asyncio.CancelledError:
             if not self.timed_out:
-                raise
+                raise  # respond() tells a stopping process from a step's cancelled await
             if self.task is not None:
                 self.task.uncancel()
             ctx.failed_step = next(reversed(ctx.timings), None)
@@ -373,28 +418,36 @@ class FlowRequest(tornado.httputil.HTTPMessageDelegate):
 
     def fail(self, error: GatewayError) -> None:
         self.record.error = error
-        retry_after = error.client_retry_after
-        self.send(error.status, error.body(), None if retry_after is None else str(retry_after))
+        headers = {}
+        if error.client_retry_after is not None:
+            headers["Retry-After"] = str(error.client_retry_after)
+        if isinstance(error, MethodNotAllowed):
+            headers["Allow"] = ALLOWED_METHODS[self.endpoint]
+        self.send(error.status, error.body(), headers)
 
-    def send(self, status: int, payload: dict[str, Any], retry_after: str | None = None) -> None:
+    def send(self, status: int, payload: dict[str, Any], extra: dict[str, str] | None = None) -> None:
         if self.answered:
             return
         body = _dumps(payload)
         self.answered = True
         if self.hold:
-            self.held = (status, body, retry_after)  # written by finish()
+            self.held = (status, body, extra)  # written by finish()
         else:
-            self.write(status, body, retry_after)
+            self.write(status, body, extra)
 
-    def write(self, status: int, body: bytes, retry_after: str | None) -> None:
+    def write(self, status: int, body: bytes, extra: dict[str, str] | None) -> None:
         headers = tornado.httputil.HTTPHeaders()
         headers["Content-Type"] = "application/json; charset=utf-8"
         headers["Content-Length"] = str(len(body))
         headers["Cache-Control"] = "no-store"
         headers["Date"] = _HTTPDate.now()
         headers["X-Request-Id"] = self.record.request_id
-        if retry_after is not None:
-            headers["Retry-After"] = retry_after
+        if extra:
+            headers.update(extra)
+        if not self.read_done:
+            # answered before the whole request was read (413, 408, bad framing): Tornado
+            # will close the connection rather than read the rest; say so
+            headers["Connection"] = "close"
         start_line = tornado.httputil.ResponseStartLine("HTTP/1.1", status, responses.get(status, "Unknown"))
         try:
             self.connection.write_headers(start_line, headers, None if self.method == "HEAD" else body)

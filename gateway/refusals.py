@@ -36,6 +36,6 @@ def refuse(
                 "Connection": "close",
             }
         ),
-        body,
+        None if getattr(start_line, "method", "") == "HEAD" else body,  # HEAD: the length, not the body
     )
     connection.finish()

@@ -13,12 +13,12 @@ from pathlib import Path
 
 import structlog.contextvars
 import tornado.httpclient
-import tornado.netutil
 from tornado.httpserver import HTTPServer
 
 from gateway.app import make_app
 from gateway.config import Config, load_config
 from gateway.errors import ConfigError
+from gateway.flow_request import wait_for_flows
 from gateway.hooks import Hooks
 from gateway.listeners import Listeners, reachable_hosts
 from gateway.logs import get_logger
@@ -27,6 +27,9 @@ from gateway.prefork import run_workers
 from gateway.registry import PluginError
 from gateway.runtime import Gateway
 from gateway.storage import Storage
+
+IDLE_CONNECTION_SECONDS = 75.0  # as nginx's keepalive_timeout: longer than a proxy's own
+FLOW_GRACE_SECONDS = 10.0
 
 
 def self_url_for(host: str, port: int) -> str:
@@ -131,7 +134,12 @@ async def _run_worker(
     gateway = Gateway(config, self_url, storage=storage, hooks=hooks)
     await gateway.start()
     # X-Forwarded-For / X-Real-Ip are believed only behind a proxy that sets them.
-    server = HTTPServer(make_app(gateway), xheaders=config.server.trust_proxy_headers)
+    server = HTTPServer(
+        make_app(gateway),
+        xheaders=config.server.trust_proxy_headers,
+        # a connection with no request for this long is closed (Tornado's default is an hour)
+        idle_connection_timeout=IDLE_CONNECTION_SECONDS,
+    )
     server.add_sockets(sockets)
     log = get_logger()
     log.info("gateway_started", url=self_url, config=config.path, digest=config.digest, apps=list(config.apps))
@@ -146,5 +154,6 @@ async def _run_worker(
         watcher.cancel()
     server.stop()
     await server.close_all_connections()
+    await wait_for_flows(FLOW_GRACE_SECONDS)  # flows running in tasks of their own (chunked bodies)
     await gateway.close()
     log.info("gateway_stopped")

@@ -341,3 +341,153 @@ apps:
         grown = sum(stat.size_diff for stat in after.compare_to(before, "filename"))
         # a leak of 20 bytes a request would show as 60 kB
         assert grown < 48_000, [str(s) for s in after.compare_to(before, "lineno")[:8]]
+
+
+class FramingTest(GatewayTestCase):
+    """Headers Tornado would refuse before the body are refused first, with the JSON error,
+    and before any step runs (found by review: a malformed Content-Length ran the login,
+    used up the code, then got Tornado's bare 400 and no access-log line)."""
+
+    def one(self, raw: bytes, *, head: bool = False, closes: bool = True) -> tuple[Reply, bool]:
+        """The answer, and whether the server then closed the connection (when ``closes``)."""
+
+        async def go() -> tuple[Reply, bool]:
+            conn = await Connection.open(self.get_http_port())
+            try:
+                conn.writer.write(raw)
+                reply = await conn.read(head=head)
+                return reply, closes and await conn.closed_by_server()
+            finally:
+                conn.close()
+
+        result: tuple[Reply, bool] = self.io_loop.run_sync(go)
+        return result
+
+    def test_malformed_content_length_is_refused_before_the_flow_runs(self) -> None:
+        code = self.wx_login("framing")
+        head = f"POST /v1/demo/login?code={code} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        for declared in ("2, 3", "-2", "+2", "\u00b2", "0x2"):
+            raw = (head + f"Content-Length: {declared}\r\n\r\n{{}}").encode("latin-1")
+            reply, closed = self.one(raw)
+            assert (reply.status, reply.json()["error"]["code"]) == (400, "invalid_field"), (declared, reply)
+            assert reply.headers["connection"] == "close"
+            assert closed
+        # the code was never sent to WeChat: it still logs in
+        assert self.call("/v1/demo/login", {"code": code})[0] == 200
+
+    def test_a_list_of_equal_lengths_is_accepted_as_tornado_does(self) -> None:
+        raw = b"POST /v1/demo/login HTTP/1.1\r\nHost: x\r\nContent-Length: 2, 2\r\n\r\n{}"
+        reply, _ = self.one(raw, closes=False)
+        assert (reply.status, reply.json()["error"]["code"]) == (400, "missing_field")
+
+    def test_bad_transfer_encoding_and_host_are_refused_with_the_json_error(self) -> None:
+        for raw in (
+            b"POST /v1/demo/login HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n{}",
+            b"POST /v1/demo/login HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n",
+            b"POST /v1/demo/login HTTP/1.1\r\nContent-Length: 2\r\n\r\n{}",  # HTTP/1.1 needs Host
+            b"POST /v1/demo/login HTTP/1.1\r\nHost: a\r\nHost: b\r\nContent-Length: 2\r\n\r\n{}",
+            b"POST /v1/demo/login HTTP/1.1\r\nHost: a b\r\nContent-Length: 2\r\n\r\n{}",
+        ):
+            reply, closed = self.one(raw)
+            assert (reply.status, reply.json()["error"]["code"]) == (400, "invalid_field"), raw
+            assert closed, raw
+        # HTTP/1.0 does not need Host
+        reply, _ = self.one(b"POST /v1/demo/login HTTP/1.0\r\nContent-Length: 2\r\n\r\n{}", closes=False)
+        assert (reply.status, reply.json()["error"]["code"]) == (400, "missing_field")
+
+    def test_an_early_413_says_the_connection_closes(self) -> None:
+        raw = b"POST /v1/demo/login HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999\r\n\r\n"
+        reply, closed = self.one(raw)
+        assert (reply.status, reply.headers["connection"]) == (413, "close")
+        assert closed
+
+    def test_head_refused_by_tornados_parser_gets_headers_without_a_body(self) -> None:
+        """Was: no answer at all (the refusal wrote a body Tornado does not allow for HEAD)."""
+        query = "&".join(f"f{i}=1" for i in range(1100))
+        reply, _ = self.one(f"HEAD /healthz?{query} HTTP/1.1\r\nHost: x\r\n\r\n".encode(), head=True, closes=False)
+        assert reply.status == 400
+        assert int(reply.headers["content-length"]) > 0
+
+    def test_unknown_method_is_405_with_allow_and_keeps_the_connection(self) -> None:
+        async def go() -> list[Reply]:
+            conn = await Connection.open(self.get_http_port())
+            try:
+                return [
+                    await conn.send(b"FOO /v1/demo/login HTTP/1.1\r\nHost: x\r\n\r\n"),
+                    await conn.send(b"PUT /v1/demo/phone HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}"),
+                    await conn.send(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"),
+                ]
+            finally:
+                conn.close()
+
+        replies = self.io_loop.run_sync(go)
+        assert [r.status for r in replies] == [405, 405, 200]
+        assert [r.headers.get("allow") for r in replies[:2]] == ["POST", "GET, POST"]
+        assert all(r.headers.get("connection", "") != "close" for r in replies)
+
+
+class BodyTimeoutTest(GatewayTestCase):
+    config_text = """
+server: {request_timeout: 0.3}
+storage: {plugin: memory}
+apps:
+  demo: {appid: wx0000000000demo0, secret: demo-secret-123, upstream: sandbox}
+"""
+
+    def test_a_body_that_does_not_arrive_is_408_and_the_connection_closed(self) -> None:
+        async def go() -> tuple[Reply, bool]:
+            conn = await Connection.open(self.get_http_port())
+            try:
+                conn.writer.write(b'POST /v1/demo/login HTTP/1.1\r\nHost: x\r\nContent-Length: 20\r\n\r\n{"co')
+                reply = await conn.read()
+                return reply, await conn.closed_by_server()
+            finally:
+                conn.close()
+
+        reply, closed = self.io_loop.run_sync(go, timeout=5)
+        assert (reply.status, reply.json()["error"]["code"]) == (408, "body_timeout")
+        assert reply.headers["connection"] == "close"
+        assert closed
+
+
+class CancelledAwaitStep(Step[Any]):
+    """Awaits a future that something else cancels (not the request's task)."""
+
+    name: ClassVar[str] = "cancelled_await"
+    version: ClassVar[str] = "0.0.1"
+
+    async def __call__(self, ctx: Context) -> None:
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        asyncio.get_running_loop().call_later(0.01, future.cancel)
+        await future
+
+
+class CancelledAwaitTest(GatewayTestCase):
+    """Was: taken for the process stopping, so the connection was dropped without an answer
+    or an access-log line."""
+
+    def get_config(self) -> Any:
+        from gateway.config import parse_config
+        from gateway.registry import Registry
+
+        text = """
+storage: {plugin: memory}
+pipelines:
+  login: [cancelled_await]
+apps:
+  demo: {appid: wx0000000000demo0, secret: demo-secret-123, upstream: sandbox}
+"""
+        return parse_config(text, "<cancelled>", Registry.discover(extra_steps={"cancelled_await": CancelledAwaitStep}))
+
+    def test_a_step_whose_await_is_cancelled_fails_the_request_not_the_connection(self) -> None:
+        async def go() -> list[Reply]:
+            conn = await Connection.open(self.get_http_port())
+            try:
+                login = request("POST", "/v1/demo/login", b"{}")
+                return [await conn.send(login), await conn.send(request("GET", "/healthz"))]
+            finally:
+                conn.close()
+
+        failed, health = self.io_loop.run_sync(go, timeout=5)
+        assert (failed.status, failed.json()["error"]["code"]) == (500, "step_failed")
+        assert health.status == 200
