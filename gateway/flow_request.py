@@ -75,6 +75,38 @@ async def wait_for_flows(grace: float) -> None:
         await asyncio.wait(list(_running), timeout=grace)
 
 
+class _BodyDeadlines:
+    """Requests whose body is still arriving, checked once a second. Most bodies come
+    with their headers; a timer per request would cost more than this dictionary."""
+
+    def __init__(self) -> None:
+        self.waiting: dict[FlowRequest, float] = {}
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.sweeping = False
+
+    def wait_for(self, request: FlowRequest, deadline: float) -> None:
+        self.waiting[request] = deadline
+        loop = asyncio.get_running_loop()
+        if not self.sweeping or loop is not self.loop:  # (a test runs each case on a new loop)
+            self.loop, self.sweeping = loop, True
+            loop.call_later(1.0, self.sweep, loop)
+
+    def arrived(self, request: FlowRequest) -> None:
+        self.waiting.pop(request, None)
+
+    def sweep(self, loop: asyncio.AbstractEventLoop) -> None:
+        if loop is not self.loop:
+            return
+        now = time.monotonic()
+        for request, deadline in list(self.waiting.items()):
+            if deadline <= now:
+                del self.waiting[request]
+                request.body_timed_out()
+        self.sweeping = bool(self.waiting)
+        if self.sweeping:
+            loop.call_later(1.0, self.sweep, loop)
+
+
 class _HTTPDate:
     """The Date header, formatted once per second rather than once per request."""
 
@@ -160,7 +192,6 @@ class FlowRequest(tornado.httputil.HTTPMessageDelegate):
         self.timed_out = False
         self.expected = 0  # body bytes declared by Content-Length (none declared: none sent)
         self.task: asyncio.Task[Any] | None = None
-        self.body_timer: asyncio.TimerHandle | None = None
         self.read_done = False  # the whole request is read: the connection can be kept
         self.limit = gateway.config.server.max_body_bytes
         self.body = bytearray()
@@ -190,8 +221,7 @@ class FlowRequest(tornado.httputil.HTTPMessageDelegate):
         if self.expected == 0 and "Transfer-Encoding" not in headers:
             return _InContext(self.respond(hold=True), contextvars.copy_context())  # no body follows
         # the body gets request_timeout seconds to arrive, as the steps do afterwards
-        loop = asyncio.get_running_loop()
-        self.body_timer = loop.call_later(self.gateway.current.config.server.request_timeout, self.body_timed_out)
+        _bodies.wait_for(self, time.monotonic() + self.gateway.current.config.server.request_timeout)
         return None
 
     def framing_refusal(self, headers: tornado.httputil.HTTPHeaders) -> GatewayError | None:
@@ -206,15 +236,18 @@ class FlowRequest(tornado.httputil.HTTPMessageDelegate):
         if transfer is not None and (declared is not None or transfer.lower() != "chunked"):
             return InvalidField("The body's framing is malformed (Transfer-Encoding).")
         if declared is not None:
-            if not _CONTENT_LENGTH.fullmatch(declared) or len({v.strip() for v in declared.split(",")}) != 1:
+            if declared.isascii() and declared.isdigit():
+                self.expected = int(declared)
+            elif _CONTENT_LENGTH.fullmatch(declared) and len({v.strip() for v in declared.split(",")}) == 1:
+                self.expected = int(declared.split(",")[0])
+            else:
                 return InvalidField("The Content-Length header is malformed.")
-            self.expected = int(declared.split(",")[0])
             if self.expected > self.limit:
                 return BodyTooLarge(f"The request body is over {self.limit} bytes.")
         return None
 
     def body_timed_out(self) -> None:
-        if not self.answered and not self.flow_started:
+        if not self.answered and not self.flow_started and not self.read_done:
             self.fail(BodyTimeout(log_detail=f"{len(self.body)} bytes received"))
 
     def data_received(self, chunk: bytes) -> Awaitable[None] | None:
@@ -225,15 +258,13 @@ class FlowRequest(tornado.httputil.HTTPMessageDelegate):
             self.fail(BodyTooLarge(f"The request body is over {self.limit} bytes."))
             return None
         if len(self.body) == self.expected:
-            if self.body_timer is not None:
-                self.body_timer.cancel()
+            _bodies.arrived(self)
             return _InContext(self.respond(hold=True), contextvars.copy_context())
         return None
 
     def finish(self) -> None:
         self.read_done = True
-        if self.body_timer is not None:
-            self.body_timer.cancel()
+        _bodies.arrived(self)
         if self.held is not None:
             self.write(*self.held)
         elif not self.answered and not self.flow_started:
@@ -244,7 +275,7 @@ class FlowRequest(tornado.httputil.HTTPMessageDelegate):
     def on_connection_close(self) -> None:
         # The client left. A pipeline already running finishes (nothing is left
         # half-written); its answer has nowhere to go.
-        pass
+        _bodies.arrived(self)
 
     # -- the flow --------------------------------------------------------------------
 
@@ -436,6 +467,7 @@ class FlowRequest(tornado.httputil.HTTPMessageDelegate):
             self.write(status, body, extra)
 
     def write(self, status: int, body: bytes, extra: dict[str, str] | None) -> None:
+        _bodies.arrived(self)  # e.g. a 413 while the body was arriving
         headers = tornado.httputil.HTTPHeaders()
         headers["Content-Type"] = "application/json; charset=utf-8"
         headers["Content-Length"] = str(len(body))
@@ -455,6 +487,9 @@ class FlowRequest(tornado.httputil.HTTPMessageDelegate):
         except StreamClosedError:
             pass  # the client left; the request is still recorded below
         record_request(self.gateway, self.record, status)
+
+
+_bodies = _BodyDeadlines()
 
 
 def choose_flow(endpoint: str, token: str | None, fields: dict[str, str]) -> str:
