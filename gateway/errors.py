@@ -124,6 +124,10 @@ class BodyTooLarge(GatewayError):
     message = "The request body is too large."
     hint = "wxgate requests are small JSON objects; check what the client sends."
 
+    @classmethod
+    def over(cls, limit: int) -> BodyTooLarge:
+        return cls(f"The request body is over {limit} bytes.")
+
 
 # --- 401 / 403 / 404 / 405 / 409 ---------------------------------------------------------
 

@@ -7,8 +7,8 @@ ETag checks, the generic dispatch) cost about 45 µs per request, a third of a b
 hello-world's whole budget (bench/RESULTS.md). This delegate does only what a flow
 needs: the body is streamed in under the size limit (a declared oversized body is
 refused before it is sent), fields are parsed after the request id exists (our errors,
-not Tornado's bare 400), the pipeline runs in its own task under the request timeout,
-and one JSON answer and one access event come out. Everything else (health, metrics,
+not Tornado's bare 400), the pipeline runs in the connection's task under the request
+timeout, and one JSON answer and one access event come out. Everything else (health, metrics,
 the sandbox) stays on ``tornado.web``; :mod:`gateway.front` picks the path.
 """
 
@@ -54,7 +54,8 @@ PHONE_FLOWS = frozenset({"phone", "phone_code", "phone_oneshot"})
 STRING_FIELDS = frozenset({"code", "encryptedData", "iv", "rawData", "signature", "cloudID"})
 # Never sent to a client, whatever a step put in the response.
 FORBIDDEN_RESPONSE_KEYS = frozenset({"session_key", "sessionKey", "previous_session_key", "secret", "access_token"})
-ALLOWED_METHODS = {"login": "POST", "phone": "GET, POST", "userinfo": "POST"}  # for 405's Allow header
+# The flow endpoints and their methods (for 405's Allow header); gateway.front routes these.
+ALLOWED_METHODS = {"login": "POST", "phone": "GET, POST", "userinfo": "POST"}
 # What Tornado accepts (ASCII digits; a list of equal values), so that we refuse first,
 # with our JSON error, rather than run the flow on headers Tornado then refuses.
 _CONTENT_LENGTH = re.compile(r"[0-9]+(?:\s*,\s*[0-9]+)*")
@@ -201,13 +202,13 @@ class FlowRequest(tornado.httputil.HTTPMessageDelegate):
     # The flow runs in the connection's own task: headers_received (no body) or the
     # data_received that completes a Content-Length body returns the flow's coroutine,
     # which Tornado awaits before it reads on (documented flow control), in a context of
-    # its own as a task would have (_InContext). The answer is
-    # held until finish(), which Tornado calls at once after that, with the request read
-    # (an answer written while reading would close a keep-alive connection). Answered
-    # synchronously in finish(), a request skips what an asynchronous answer costs: a
-    # task, a close callback and two epoll calls. A chunked body, whose end only
-    # finish() knows, runs in a task. Early refusals (405, 413) are written at once: the
-    # rest of such a body is not read, and the connection closes.
+    # its own as a task would have (_InContext). The answer is held until finish(), which
+    # Tornado calls at once after that, with the request read (an answer written while
+    # reading would close a keep-alive connection). Answered synchronously in finish(), a
+    # request skips what an asynchronous answer costs: a task, a close callback and two
+    # epoll calls. A chunked body, whose end only finish() knows, runs in a task. Early
+    # refusals (bad framing, 413, 408) are written at once: the rest of such a body is
+    # not read, and the connection closes.
 
     def headers_received(
         self,
@@ -243,7 +244,7 @@ class FlowRequest(tornado.httputil.HTTPMessageDelegate):
             else:
                 return InvalidField("The Content-Length header is malformed.")
             if self.expected > self.limit:
-                return BodyTooLarge(f"The request body is over {self.limit} bytes.")
+                return BodyTooLarge.over(self.limit)
         return None
 
     def body_timed_out(self) -> None:
@@ -255,7 +256,7 @@ class FlowRequest(tornado.httputil.HTTPMessageDelegate):
             return None  # answered early (e.g. 413): the rest of the body is not ours to read
         self.body += chunk
         if len(self.body) > self.limit:
-            self.fail(BodyTooLarge(f"The request body is over {self.limit} bytes."))
+            self.fail(BodyTooLarge.over(self.limit))
             return None
         if len(self.body) == self.expected:
             _bodies.arrived(self)

@@ -15,13 +15,13 @@ from typing import TYPE_CHECKING, Any
 import tornado.httputil
 import tornado.web
 
-from gateway.flow_request import FlowRequest
+from gateway.flow_request import ALLOWED_METHODS, FlowRequest
 from gateway.refusals import refuse
 
 if TYPE_CHECKING:
     from gateway.runtime import Gateway
 
-FLOW_PATH = re.compile(r"/v1/([^/?]+)/(login|phone|userinfo)(?:\?|$)")
+FLOW_PATH = re.compile(rf"/v1/([^/?]+)/({'|'.join(ALLOWED_METHODS)})(?:\?|$)")
 
 
 class _FrontDelegate(tornado.httputil.HTTPMessageDelegate):

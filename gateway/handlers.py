@@ -43,7 +43,7 @@ class JSONHandler(tornado.web.RequestHandler):
         self.set_header("X-Request-Id", self.request_id)
         limit = self.gateway.config.server.max_body_bytes
         if len(self.request.body or b"") > limit:
-            raise BodyTooLarge(f"The request body is over {limit} bytes.")
+            raise BodyTooLarge.over(limit)
 
     def check_xsrf_cookie(self) -> None:  # a JSON API for mini programs, not browser forms
         pass
