@@ -98,35 +98,67 @@ def chunked(method: str, path: str, parts: list[bytes]) -> bytes:
     return head.encode() + b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in parts) + b"0\r\n\r\n"
 
 
+def exchange(test: GatewayTestCase, raws: list[bytes], timeout: float = 5) -> list[Reply]:
+    """Send each request on one connection, each after the answer to the one before."""
+
+    async def go() -> list[Reply]:
+        conn = await Connection.open(test.get_http_port())
+        try:
+            return [await conn.send(raw, head=raw.startswith(b"HEAD ")) for raw in raws]
+        finally:
+            conn.close()
+
+    replies: list[Reply] = test.io_loop.run_sync(go, timeout=timeout)
+    return replies
+
+
+def answer_and_close(test: GatewayTestCase, raw: bytes, *, closes: bool = True) -> tuple[Reply, bool]:
+    """Write ``raw`` (a request, or the start of one), read the answer, and tell whether
+    the server then closed the connection (only asked when ``closes``)."""
+
+    async def go() -> tuple[Reply, bool]:
+        conn = await Connection.open(test.get_http_port())
+        try:
+            conn.writer.write(raw)
+            reply = await conn.read(head=raw.startswith(b"HEAD "))
+            return reply, closes and await conn.closed_by_server()
+        finally:
+            conn.close()
+
+    result: tuple[Reply, bool] = test.io_loop.run_sync(go)
+    return result
+
+
+def login_config(steps: str, *extra_steps: type[Step[Any]]) -> Any:
+    """An app whose login pipeline is ``steps`` (YAML), with these test steps installed."""
+    from gateway.config import parse_config
+    from gateway.registry import Registry
+
+    text = f"""
+storage: {{plugin: memory}}
+pipelines:
+  login: {steps}
+apps:
+  demo: {{appid: wx0000000000demo0, secret: demo-secret-123, upstream: sandbox}}
+"""
+    registry = Registry.discover(extra_steps={step.name: step for step in extra_steps})
+    return parse_config(text, "<test steps>", registry)
+
+
 class KeepAliveTest(GatewayTestCase):
-    def run_on_one_connection(self, steps: list[tuple[bytes, bool]]) -> list[Reply]:
-        async def go() -> list[Reply]:
-            conn = await Connection.open(self.get_http_port())
-            try:
-                return [await conn.send(raw, head=head) for raw, head in steps]
-            finally:
-                conn.close()
-
-        replies: list[Reply] = self.io_loop.run_sync(go)
-        return replies
-
     def test_one_connection_carries_every_kind_of_answer(self) -> None:
         code = self.wx_login("keepalive")
-        replies = self.run_on_one_connection(
+        replies = exchange(
+            self,
             [
-                (
-                    request(
-                        "POST", "/v1/demo/login", json.dumps({"code": code}).encode(), Content_Type="application/json"
-                    ),
-                    False,
-                ),
-                (request("POST", "/v1/demo/login", b"{not json", Content_Type="application/json"), False),
-                (request("GET", "/v1/demo/login"), False),  # no body: the flow runs from the headers
-                (request("POST", "/v1/demo/phone", b"{}", Content_Type="application/json"), False),
-                (request("HEAD", "/v1/demo/login"), True),
-                (request("GET", "/healthz"), False),  # tornado.web's side of the front
-                (request("POST", "/v1/nosuchapp/login", b"{}"), False),
-            ]
+                request("POST", "/v1/demo/login", json.dumps({"code": code}).encode(), Content_Type="application/json"),
+                request("POST", "/v1/demo/login", b"{not json", Content_Type="application/json"),
+                request("GET", "/v1/demo/login"),  # no body: the flow runs from the headers
+                request("POST", "/v1/demo/phone", b"{}", Content_Type="application/json"),
+                request("HEAD", "/v1/demo/login"),
+                request("GET", "/healthz"),  # tornado.web's side of the front
+                request("POST", "/v1/nosuchapp/login", b"{}"),
+            ],
         )
         assert [r.status for r in replies] == [200, 400, 405, 401, 405, 200, 404]
         assert replies[0].json()["token"]
@@ -160,11 +192,12 @@ class KeepAliveTest(GatewayTestCase):
     def test_chunked_body_is_read_whole_then_answered(self) -> None:
         code = self.wx_login("chunked")
         body = json.dumps({"code": code}).encode()
-        replies = self.run_on_one_connection(
+        replies = exchange(
+            self,
             [
-                (chunked("POST", "/v1/demo/login", [body[:5], body[5:]]), False),
-                (request("POST", "/v1/demo/login", b"{}", Content_Type="application/json"), False),
-            ]
+                chunked("POST", "/v1/demo/login", [body[:5], body[5:]]),
+                request("POST", "/v1/demo/login", b"{}", Content_Type="application/json"),
+            ],
         )
         assert replies[0].status == 200, replies[0]
         assert replies[0].json()["openid"]
@@ -172,25 +205,13 @@ class KeepAliveTest(GatewayTestCase):
 
     def test_a_body_over_the_limit_is_refused_at_once_and_the_connection_closed(self) -> None:
         limit = self.config.server.max_body_bytes
-
-        async def go() -> tuple[Reply, bool]:
-            conn = await Connection.open(self.get_http_port())
-            try:
-                # declared within the limit, sent beyond it: refused as the bytes arrive
-                conn.writer.write(chunked("POST", "/v1/demo/login", [b"x" * (limit + 1)]))
-                reply = await conn.read()
-                return reply, await conn.closed_by_server()
-            finally:
-                conn.close()
-
-        reply, closed = self.io_loop.run_sync(go)
+        # no length declared, sent beyond the limit: refused as the bytes arrive
+        reply, closed = answer_and_close(self, chunked("POST", "/v1/demo/login", [b"x" * (limit + 1)]))
         assert (reply.status, reply.json()["error"]["code"]) == (413, "body_too_large")
         assert closed  # the rest of the body is not read: the connection cannot be reused
 
     def test_request_id_from_client_is_echoed_on_the_lean_path(self) -> None:
-        [reply] = self.run_on_one_connection(
-            [(request("POST", "/v1/demo/login", b"{}", X_Request_Id="abc-123"), False)]
-        )
+        [reply] = exchange(self, [request("POST", "/v1/demo/login", b"{}", X_Request_Id="abc-123")])
         assert reply.headers["x-request-id"] == "abc-123"
         assert reply.headers["cache-control"] == "no-store"
         assert reply.headers["content-type"] == "application/json; charset=utf-8"
@@ -207,16 +228,14 @@ class TimeoutInConnectionTaskTest(GatewayTestCase):
     def test_the_connection_survives_a_pipeline_timeout(self) -> None:
         code = self.wx_login("hang-keepalive")
 
-        async def go() -> list[Reply]:
-            conn = await Connection.open(self.get_http_port())
-            try:
-                first = await conn.send(request("POST", "/v1/demo/login", json.dumps({"code": code}).encode()))
-                second = await conn.send(request("POST", "/v1/demo/phone", b"{}", Authorization="Bearer x"))
-                return [first, second]
-            finally:
-                conn.close()
-
-        first, second = self.io_loop.run_sync(go, timeout=10)
+        first, second = exchange(
+            self,
+            [
+                request("POST", "/v1/demo/login", json.dumps({"code": code}).encode()),
+                request("POST", "/v1/demo/phone", b"{}", Authorization="Bearer x"),
+            ],
+            timeout=10,
+        )
         assert (first.status, first.json()["error"]["code"]) == (504, "pipeline_timeout")
         assert first.headers.get("connection", "").lower() != "close"
         assert (second.status, second.json()["error"]["code"]) == (401, "session_invalid")
@@ -227,29 +246,11 @@ class ContextIsolationTest(GatewayTestCase):
     a step sets must still not reach the next request on the same connection."""
 
     def get_config(self) -> Any:
-        from gateway.config import parse_config
-        from gateway.registry import Registry
-
-        text = """
-storage: {plugin: memory}
-pipelines:
-  login: [marking]
-apps:
-  demo: {appid: wx0000000000demo0, secret: demo-secret-123, upstream: sandbox}
-"""
-        return parse_config(text, "<marking>", Registry.discover(extra_steps={"marking": MarkingStep}))
+        return login_config("[marking]", MarkingStep)
 
     def test_a_context_variable_set_by_a_step_does_not_reach_the_next_request(self) -> None:
-        async def go() -> list[Reply]:
-            conn = await Connection.open(self.get_http_port())
-            try:
-                return [
-                    await conn.send(request("POST", "/v1/demo/login", b"{}", X_Request_Id=f"req-{i}")) for i in range(3)
-                ] + [await conn.send(chunked("POST", "/v1/demo/login", [b"{}"]))]  # the task path too
-            finally:
-                conn.close()
-
-        replies = self.io_loop.run_sync(go)
+        logins = [request("POST", "/v1/demo/login", b"{}", X_Request_Id=f"req-{i}") for i in range(3)]
+        replies = exchange(self, [*logins, chunked("POST", "/v1/demo/login", [b"{}"])])  # the task path too
         assert [r.status for r in replies] == [200] * 4, replies
         for reply in replies:
             assert reply.json() == {"seen_before": None, "structlog_before": None, "kept_across_await": True}
@@ -290,29 +291,11 @@ class HotPathTest(GatewayTestCase):
     request only runs them, and memory does not grow with the number of requests."""
 
     def get_config(self) -> Any:
-        from gateway.config import parse_config
-        from gateway.registry import Registry
-
-        text = """
-storage: {plugin: memory}
-pipelines:
-  login: [{counted: {weight: 2}}, counted]
-apps:
-  demo: {appid: wx0000000000demo0, secret: demo-secret-123, upstream: sandbox}
-"""
-        return parse_config(text, "<counted>", Registry.discover(extra_steps={"counted": CountedStep}))
+        return login_config("[{counted: {weight: 2}}, counted]", CountedStep)
 
     def send_many(self, count: int) -> list[int]:
-        async def go() -> list[int]:
-            conn = await Connection.open(self.get_http_port())
-            try:
-                raw = request("POST", "/v1/demo/login", b"{}", Content_Type="application/json")
-                return [(await conn.send(raw)).status for _ in range(count)]
-            finally:
-                conn.close()
-
-        statuses: list[int] = self.io_loop.run_sync(go, timeout=60)
-        return statuses
+        raw = request("POST", "/v1/demo/login", b"{}", Content_Type="application/json")
+        return [reply.status for reply in exchange(self, [raw] * count, timeout=60)]
 
     def test_steps_and_their_options_are_built_at_load_not_per_request(self) -> None:
         built, validated = len(BUILT), len(VALIDATED)
@@ -348,27 +331,12 @@ class FramingTest(GatewayTestCase):
     and before any step runs (found by review: a malformed Content-Length ran the login,
     used up the code, then got Tornado's bare 400 and no access-log line)."""
 
-    def one(self, raw: bytes, *, head: bool = False, closes: bool = True) -> tuple[Reply, bool]:
-        """The answer, and whether the server then closed the connection (when ``closes``)."""
-
-        async def go() -> tuple[Reply, bool]:
-            conn = await Connection.open(self.get_http_port())
-            try:
-                conn.writer.write(raw)
-                reply = await conn.read(head=head)
-                return reply, closes and await conn.closed_by_server()
-            finally:
-                conn.close()
-
-        result: tuple[Reply, bool] = self.io_loop.run_sync(go)
-        return result
-
     def test_malformed_content_length_is_refused_before_the_flow_runs(self) -> None:
         code = self.wx_login("framing")
         head = f"POST /v1/demo/login?code={code} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
         for declared in ("2, 3", "-2", "+2", "\u00b2", "0x2"):
             raw = (head + f"Content-Length: {declared}\r\n\r\n{{}}").encode("latin-1")
-            reply, closed = self.one(raw)
+            reply, closed = answer_and_close(self, raw)
             assert (reply.status, reply.json()["error"]["code"]) == (400, "invalid_field"), (declared, reply)
             assert reply.headers["connection"] == "close"
             assert closed
@@ -377,7 +345,7 @@ class FramingTest(GatewayTestCase):
 
     def test_a_list_of_equal_lengths_is_accepted_as_tornado_does(self) -> None:
         raw = b"POST /v1/demo/login HTTP/1.1\r\nHost: x\r\nContent-Length: 2, 2\r\n\r\n{}"
-        reply, _ = self.one(raw, closes=False)
+        reply, _ = answer_and_close(self, raw, closes=False)
         assert (reply.status, reply.json()["error"]["code"]) == (400, "missing_field")
 
     def test_bad_transfer_encoding_and_host_are_refused_with_the_json_error(self) -> None:
@@ -388,39 +356,35 @@ class FramingTest(GatewayTestCase):
             b"POST /v1/demo/login HTTP/1.1\r\nHost: a\r\nHost: b\r\nContent-Length: 2\r\n\r\n{}",
             b"POST /v1/demo/login HTTP/1.1\r\nHost: a b\r\nContent-Length: 2\r\n\r\n{}",
         ):
-            reply, closed = self.one(raw)
+            reply, closed = answer_and_close(self, raw)
             assert (reply.status, reply.json()["error"]["code"]) == (400, "invalid_field"), raw
             assert closed, raw
         # HTTP/1.0 does not need Host
-        reply, _ = self.one(b"POST /v1/demo/login HTTP/1.0\r\nContent-Length: 2\r\n\r\n{}", closes=False)
+        reply, _ = answer_and_close(self, b"POST /v1/demo/login HTTP/1.0\r\nContent-Length: 2\r\n\r\n{}", closes=False)
         assert (reply.status, reply.json()["error"]["code"]) == (400, "missing_field")
 
     def test_an_early_413_says_the_connection_closes(self) -> None:
         raw = b"POST /v1/demo/login HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999\r\n\r\n"
-        reply, closed = self.one(raw)
+        reply, closed = answer_and_close(self, raw)
         assert (reply.status, reply.headers["connection"]) == (413, "close")
         assert closed
 
     def test_head_refused_by_tornados_parser_gets_headers_without_a_body(self) -> None:
         """Was: no answer at all (the refusal wrote a body Tornado does not allow for HEAD)."""
         query = "&".join(f"f{i}=1" for i in range(1100))
-        reply, _ = self.one(f"HEAD /healthz?{query} HTTP/1.1\r\nHost: x\r\n\r\n".encode(), head=True, closes=False)
+        reply, _ = answer_and_close(self, f"HEAD /healthz?{query} HTTP/1.1\r\nHost: x\r\n\r\n".encode(), closes=False)
         assert reply.status == 400
         assert int(reply.headers["content-length"]) > 0
 
     def test_unknown_method_is_405_with_allow_and_keeps_the_connection(self) -> None:
-        async def go() -> list[Reply]:
-            conn = await Connection.open(self.get_http_port())
-            try:
-                return [
-                    await conn.send(b"FOO /v1/demo/login HTTP/1.1\r\nHost: x\r\n\r\n"),
-                    await conn.send(b"PUT /v1/demo/phone HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}"),
-                    await conn.send(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"),
-                ]
-            finally:
-                conn.close()
-
-        replies = self.io_loop.run_sync(go)
+        replies = exchange(
+            self,
+            [
+                b"FOO /v1/demo/login HTTP/1.1\r\nHost: x\r\n\r\n",
+                b"PUT /v1/demo/phone HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}",
+                b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n",
+            ],
+        )
         assert [r.status for r in replies] == [405, 405, 200]
         assert [r.headers.get("allow") for r in replies[:2]] == ["POST", "GET, POST"]
         assert all(r.headers.get("connection", "") != "close" for r in replies)
@@ -435,16 +399,8 @@ apps:
 """
 
     def test_a_body_that_does_not_arrive_is_408_and_the_connection_closed(self) -> None:
-        async def go() -> tuple[Reply, bool]:
-            conn = await Connection.open(self.get_http_port())
-            try:
-                conn.writer.write(b'POST /v1/demo/login HTTP/1.1\r\nHost: x\r\nContent-Length: 20\r\n\r\n{"co')
-                reply = await conn.read()
-                return reply, await conn.closed_by_server()
-            finally:
-                conn.close()
-
-        reply, closed = self.io_loop.run_sync(go, timeout=5)
+        started = b'POST /v1/demo/login HTTP/1.1\r\nHost: x\r\nContent-Length: 20\r\n\r\n{"co'  # 4 of 20 bytes
+        reply, closed = answer_and_close(self, started)
         assert (reply.status, reply.json()["error"]["code"]) == (408, "body_timeout")
         assert reply.headers["connection"] == "close"
         assert closed
@@ -467,27 +423,9 @@ class CancelledAwaitTest(GatewayTestCase):
     or an access-log line."""
 
     def get_config(self) -> Any:
-        from gateway.config import parse_config
-        from gateway.registry import Registry
-
-        text = """
-storage: {plugin: memory}
-pipelines:
-  login: [cancelled_await]
-apps:
-  demo: {appid: wx0000000000demo0, secret: demo-secret-123, upstream: sandbox}
-"""
-        return parse_config(text, "<cancelled>", Registry.discover(extra_steps={"cancelled_await": CancelledAwaitStep}))
+        return login_config("[cancelled_await]", CancelledAwaitStep)
 
     def test_a_step_whose_await_is_cancelled_fails_the_request_not_the_connection(self) -> None:
-        async def go() -> list[Reply]:
-            conn = await Connection.open(self.get_http_port())
-            try:
-                login = request("POST", "/v1/demo/login", b"{}")
-                return [await conn.send(login), await conn.send(request("GET", "/healthz"))]
-            finally:
-                conn.close()
-
-        failed, health = self.io_loop.run_sync(go, timeout=5)
+        failed, health = exchange(self, [request("POST", "/v1/demo/login", b"{}"), request("GET", "/healthz")])
         assert (failed.status, failed.json()["error"]["code"]) == (500, "step_failed")
         assert health.status == 200
