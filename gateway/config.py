@@ -23,8 +23,14 @@ from gateway.registry import Registry
 from gateway.step import Step, StepOptions
 from gateway.storage import Storage, StorageOptions
 
-FLOWS = ("login", "phone", "phone_oneshot", "phone_code", "userinfo")
-FlowName = Literal["login", "phone", "phone_oneshot", "phone_code", "userinfo"]
+FLOWS = ("login", "phone", "phone_oneshot", "phone_code", "userinfo", "session", "logout")
+FlowName = Literal["login", "phone", "phone_oneshot", "phone_code", "userinfo", "session", "logout"]
+# Flows every app has even when its file defines neither (files written before they
+# existed keep working); a file that defines one replaces its default.
+DEFAULT_PIPELINES: dict[str, list[RawStep]] = {
+    "session": ["check_session", "session_info"],
+    "logout": ["check_session", "revoke_session"],
+}
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "config" / "gateway.yaml"
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -345,11 +351,15 @@ def parse_config(
     shared: dict[str, tuple[ResolvedStep, ...]] = {
         flow: _resolve_flow(doc, registry, ("pipelines", flow), steps) for flow, steps in model.pipelines.items()
     }
+    defaults = {flow: _resolve_default(registry, flow, steps) for flow, steps in DEFAULT_PIPELINES.items()}
+    defaults = {flow: steps for flow, steps in defaults.items() if steps}
     for name, app in model.apps.items():
         apps[name] = app.model_copy(update={"name": name})
         app_flows: dict[str, tuple[ResolvedStep, ...]] = dict(shared)
         for flow, steps in app.pipelines.items():
             app_flows[flow] = _resolve_flow(doc, registry, ("apps", name, "pipelines", flow), steps)
+        for built_in, default in defaults.items():
+            app_flows.setdefault(built_in, default)
         flows[name] = app_flows
 
     return Config(
@@ -362,6 +372,17 @@ def parse_config(
         apps=apps,
         flows=flows,
     )
+
+
+def _resolve_default(registry: Registry, flow: str, steps: list[RawStep]) -> tuple[ResolvedStep, ...]:
+    resolved = []
+    for raw in steps:
+        assert isinstance(raw, str)  # the defaults are bare step names
+        cls = registry.steps.get(raw)
+        if cls is None:  # a registry built by hand (tests) may lack a built-in: no default then
+            return ()
+        resolved.append(ResolvedStep(name=raw, cls=cls, options=cls.Options(), where=f"built-in {flow} pipeline"))
+    return tuple(resolved)
 
 
 def _resolve_flow(doc: _Document, registry: Registry, path: Path_, steps: list[RawStep]) -> tuple[ResolvedStep, ...]:

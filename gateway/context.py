@@ -36,7 +36,10 @@ class Context:
     ``token`` is the bearer token if one was sent. Steps put decrypted open data in
     ``data`` and the client's answer in ``response``; ``state`` is free space for
     plugins (namespace your keys). ``events.emit`` queues a webhook event.
-    ``timings`` and ``failed_step`` are filled by the engine.
+    ``timings`` and ``failed_step`` are filled by the engine, and so is
+    ``single_use_spent``, once a step marked ``single_use`` has spent its input.
+    ``status`` is the success status: a step may set 204 (No Content), and then the
+    answer has no body.
     """
 
     app: AppConfig
@@ -55,6 +58,8 @@ class Context:
     state: dict[str, Any] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
     failed_step: str | None = None
+    status: int = 200
+    single_use_spent: bool = False
 
     def require_session(self) -> Session:
         if self.session is None:

@@ -20,6 +20,13 @@ class GatewayError(Exception):
     message: ClassVar[str] = "The gateway failed to handle the request."
     hint: ClassVar[str] = "Retry later; if it persists, report the request id to the operators."
     retry_after: ClassVar[int | None] = None
+    # Whether resending the same request can succeed, provided nothing single-use (a
+    # wx.login or phone code, replay-checked data) was spent before the error: the flow
+    # engine clears it when a step that spends one has run (Step.single_use).
+    retryable: ClassVar[bool] = False
+    # Raised before the failing call could consume its single-use input (WeChat said
+    # busy, the circuit or a rate limit stopped it): that step spent nothing.
+    spent_nothing: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -35,12 +42,15 @@ class GatewayError(Exception):
         self.client_retry_after = retry_after if retry_after is not None else self.retry_after
         super().__init__(self.client_message)
 
-    def body(self) -> dict[str, Any]:
+    def body(self, retryable: bool | None = None) -> dict[str, Any]:
+        """The client's error body; ``retryable`` overrides the class's when the flow
+        knows that something single-use was spent."""
         return {
             "error": {
                 "code": self.code,
                 "message": self.client_message,
                 "hint": self.client_hint,
+                "retryable": self.retryable if retryable is None else retryable,
             }
         }
 
@@ -77,8 +87,8 @@ class InvalidEncryptedData(BadRequest):
     code = "invalid_encrypted_data"
     message = "encryptedData or iv is not valid base64 of the expected length."
     hint = (
-        "Pass encryptedData and iv exactly as the mini program received them; in a query "
-        "string, encode them with encodeURIComponent."
+        "Send encryptedData and iv exactly as the mini program received them, in a POST JSON "
+        "body; in a URL, encode them once (percent-encoding applied twice is repaired)."
     )
 
 
@@ -116,6 +126,7 @@ class BodyTimeout(GatewayError):
     code = "body_timeout"
     message = "The request body did not arrive in time."
     hint = "Send the whole body with the request; wxgate requests are small JSON objects."
+    retryable = True  # the flow never started
 
 
 class BodyTooLarge(GatewayError):
@@ -137,6 +148,7 @@ class Unauthorized(GatewayError):
     code = "session_required"
     message = "This call needs a session token."
     hint = "Log in at /v1/{app}/login and send 'Authorization: Bearer <token>'."
+    retryable = True  # after a fresh login; the client logs in again and resends once
 
 
 class SessionInvalid(Unauthorized):
@@ -168,7 +180,10 @@ class NotFound(GatewayError):
     status = 404
     code = "not_found"
     message = "No such endpoint."
-    hint = "Endpoints are POST /v1/{app}/login, /v1/{app}/phone, /v1/{app}/userinfo."
+    hint = (
+        "Endpoints are POST /v1/{app}/login, /v1/{app}/phone, /v1/{app}/userinfo, /v1/{app}/logout "
+        "and GET /v1/{app}/session."
+    )
 
 
 class UnknownApp(NotFound):
@@ -249,6 +264,8 @@ class UpstreamRateLimited(GatewayError):
     message = "WeChat's frequency limit was reached."
     hint = "Back off and retry later (WeChat errcode 45011 / 45009)."
     retry_after = 60
+    retryable = True
+    spent_nothing = True
 
 
 class RateLimited(GatewayError):
@@ -256,6 +273,8 @@ class RateLimited(GatewayError):
     code = "rate_limited"
     message = "Too many requests."
     hint = "Wait for the number of seconds in Retry-After before trying again."
+    retryable = True
+    spent_nothing = True
 
 
 class StepFailed(GatewayError):
@@ -290,6 +309,8 @@ class UpstreamBusy(GatewayError):
     message = "WeChat is busy."
     hint = "Retry in a moment; WeChat did not use up the code (errcode -1), so the same request may be resent."
     retry_after = 2
+    retryable = True
+    spent_nothing = True
 
 
 class StorageUnavailable(GatewayError):
@@ -298,6 +319,7 @@ class StorageUnavailable(GatewayError):
     message = "The gateway's storage is unavailable."
     hint = "Retry after the number of seconds in Retry-After; nothing was half-written."
     retry_after = 5
+    retryable = True
 
 
 class PipelineTimeout(GatewayError):
@@ -313,6 +335,8 @@ class UpstreamCircuitOpen(GatewayError):
     message = "WeChat has been failing; the gateway is not calling it for a moment."
     hint = "Retry after the number of seconds in Retry-After."
     retry_after = 10
+    retryable = True
+    spent_nothing = True
 
 
 class UpstreamTimeout(GatewayError):

@@ -1,4 +1,4 @@
-"""``/v1/{app}/{login|phone|userinfo}``: the flow request path, request -> Context ->
+"""``/v1/{app}/{login|phone|userinfo|session|logout}``: the flow request path, request -> Context ->
 pipeline -> JSON.
 
 Flows are the hot path, so they are served by a Tornado ``HTTPMessageDelegate`` rather
@@ -55,7 +55,7 @@ STRING_FIELDS = frozenset({"code", "encryptedData", "iv", "rawData", "signature"
 # Never sent to a client, whatever a step put in the response.
 FORBIDDEN_RESPONSE_KEYS = frozenset({"session_key", "sessionKey", "previous_session_key", "secret", "access_token"})
 # The flow endpoints and their methods (for 405's Allow header); gateway.front routes these.
-ALLOWED_METHODS = {"login": "POST", "phone": "GET, POST", "userinfo": "POST"}
+ALLOWED_METHODS = {"login": "POST", "phone": "GET, POST", "userinfo": "POST", "session": "GET", "logout": "POST"}
 # What Tornado accepts (ASCII digits; a list of equal values), so that we refuse first,
 # with our JSON error, rather than run the flow on headers Tornado then refuses.
 _CONTENT_LENGTH = re.compile(r"[0-9]+(?:\s*,\s*[0-9]+)*")
@@ -325,8 +325,8 @@ class FlowRequest(tornado.httputil.HTTPMessageDelegate):
             raise MethodNotAllowed()
         if app is None:
             raise UnknownApp()
-        if method == "GET" and endpoint != "phone":
-            raise MethodNotAllowed(hint="Only /v1/{app}/phone accepts GET (the one-shot flow).")
+        if method not in ALLOWED_METHODS[endpoint]:
+            raise MethodNotAllowed(hint=f"/v1/{{app}}/{endpoint} accepts {ALLOWED_METHODS[endpoint]}.")
         record = self.record
         record.app = app_name
         fields = self.parse_fields()
@@ -365,8 +365,11 @@ class FlowRequest(tornado.httputil.HTTPMessageDelegate):
             self.notify_step_failed(ctx, exc)
             raise
         self.notify_outcome(ctx)
+        if ctx.status == 204:
+            self.send(204, None)
+            return
         response = {k: v for k, v in ctx.response.items() if k not in FORBIDDEN_RESPONSE_KEYS}
-        self.send(200, response)
+        self.send(ctx.status, response)
 
     def notify_step_failed(self, ctx: Context, error: GatewayError) -> None:
         self.gateway.hooks.notify(
@@ -455,12 +458,16 @@ class FlowRequest(tornado.httputil.HTTPMessageDelegate):
             headers["Retry-After"] = str(error.client_retry_after)
         if isinstance(error, MethodNotAllowed):
             headers["Allow"] = ALLOWED_METHODS[self.endpoint]
-        self.send(error.status, error.body(), headers)
+        ctx = self.record.ctx
+        # resending cannot succeed once a step spent something single-use (a code)
+        retryable = error.retryable and not (ctx is not None and ctx.single_use_spent)
+        self.send(error.status, error.body(retryable), headers)
 
-    def send(self, status: int, payload: dict[str, Any], extra: dict[str, str] | None = None) -> None:
+    def send(self, status: int, payload: dict[str, Any] | None, extra: dict[str, str] | None = None) -> None:
+        """Answer with ``payload`` as JSON, or with no body at all when it is None (204)."""
         if self.answered:
             return
-        body = _dumps(payload)
+        body = b"" if payload is None else _dumps(payload)
         self.answered = True
         if self.hold:
             self.held = (status, body, extra)  # written by finish()
@@ -470,8 +477,9 @@ class FlowRequest(tornado.httputil.HTTPMessageDelegate):
     def write(self, status: int, body: bytes, extra: dict[str, str] | None) -> None:
         _bodies.arrived(self)  # e.g. a 413 while the body was arriving
         headers = tornado.httputil.HTTPHeaders()
-        headers["Content-Type"] = "application/json; charset=utf-8"
-        headers["Content-Length"] = str(len(body))
+        if status != 204:  # a 204 has neither a body nor a Content-Length (RFC 9110)
+            headers["Content-Type"] = "application/json; charset=utf-8"
+            headers["Content-Length"] = str(len(body))
         headers["Cache-Control"] = "no-store"
         headers["Date"] = _HTTPDate.now()
         headers["X-Request-Id"] = self.record.request_id
@@ -483,7 +491,7 @@ class FlowRequest(tornado.httputil.HTTPMessageDelegate):
             headers["Connection"] = "close"
         start_line = tornado.httputil.ResponseStartLine("HTTP/1.1", status, responses.get(status, "Unknown"))
         try:
-            self.connection.write_headers(start_line, headers, None if self.method == "HEAD" else body)
+            self.connection.write_headers(start_line, headers, None if self.method == "HEAD" or not body else body)
             self.connection.finish()
         except StreamClosedError:
             pass  # the client left; the request is still recorded below
@@ -495,7 +503,8 @@ _bodies = _BodyDeadlines()
 
 def choose_flow(endpoint: str, token: str | None, fields: dict[str, str]) -> str:
     """/phone serves three flows: with a token, encryptedData (``phone``) or a one-time
-    phone code (``phone_code``); without one, a wx.login code (``phone_oneshot``)."""
+    phone code (``phone_code``); without one, a wx.login code (``phone_oneshot``). Every
+    other endpoint is the flow of its name."""
     if endpoint != "phone":
         return endpoint
     if token is not None:

@@ -31,8 +31,10 @@ def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": schema}}}
 
 
-def _responses(ok: str, statuses: dict[int, list[str]]) -> dict[str, Any]:
-    responses: dict[str, Any] = {"200": _json(_ref(ok), "Success")}
+def _responses(ok: str | None, statuses: dict[int, list[str]]) -> dict[str, Any]:
+    """``ok`` None: success is 204 with no body."""
+    success = {"204": {"description": "Done; no body"}} if ok is None else {"200": _json(_ref(ok), "Success")}
+    responses: dict[str, Any] = dict(success)
     for status, codes in sorted(statuses.items()):
         described = ", ".join(codes)
         responses[str(status)] = _json(_ref("Error"), f"Error; `error.code` is one of: {described}")
@@ -84,11 +86,16 @@ def build_openapi() -> dict[str, Any]:
             "properties": {
                 "error": {
                     "type": "object",
-                    "required": ["code", "message", "hint"],
+                    "required": ["code", "message", "hint", "retryable"],
                     "properties": {
                         "code": {"type": "string", "enum": sorted({c for codes in statuses.values() for c in codes})},
                         "message": _STRING,
                         "hint": _STRING,
+                        "retryable": {
+                            "type": "boolean",
+                            "description": "Resending this same request can succeed (after Retry-After, or after "
+                            "a fresh login for a 401) and spends nothing single-use. Resend only when true.",
+                        },
                     },
                     "additionalProperties": False,
                 }
@@ -140,6 +147,26 @@ def build_openapi() -> dict[str, Any]:
             "properties": {"openId": _STRING, "nickName": _STRING, "unionId": _STRING, "avatarUrl": _STRING},
             "not": {"required": ["watermark"]},
         },
+        "SessionResponse": {
+            "type": "object",
+            "required": ["openid", "unionid", "expires_in", "phone"],
+            "properties": {
+                "openid": _STRING,
+                "unionid": {"type": ["string", "null"]},
+                "expires_in": {"type": "integer", "description": "Seconds the token stays valid."},
+                "phone": {
+                    "description": "The bound phone number, masked, or null: ask for it only when null.",
+                    "oneOf": [
+                        {"type": "null"},
+                        {
+                            "type": "object",
+                            "required": ["masked", "countryCode"],
+                            "properties": {"masked": _STRING, "countryCode": _STRING},
+                        },
+                    ],
+                },
+            },
+        },
         "Health": {"type": "object", "required": ["status"], "properties": {"status": _STRING}},
     }
     schemas["PhoneRequest"]["properties"]["code"].update(pattern=code_schema["pattern"])
@@ -149,7 +176,7 @@ def build_openapi() -> dict[str, Any]:
         "info": {
             "title": "wxgate",
             "version": __version__,
-            "description": "Gateway for WeChat mini-program back ends: login, phone and user-info flows.",
+            "description": "Gateway for WeChat mini-program back ends: login, phone, user info, session, logout.",
         },
         "paths": {
             "/v1/{app}/login": {
@@ -185,6 +212,24 @@ def build_openapi() -> dict[str, Any]:
                     "security": bearer,
                     "requestBody": request_body("UserInfoRequest"),
                     "responses": _responses("UserInfoResponse", statuses),
+                }
+            },
+            "/v1/{app}/session": {
+                "get": {
+                    "summary": "Check a stored token: who it is for, how long it lasts, the bound phone",
+                    "operationId": "session",
+                    "parameters": [app_param],
+                    "security": bearer,
+                    "responses": _responses("SessionResponse", statuses),
+                }
+            },
+            "/v1/{app}/logout": {
+                "post": {
+                    "summary": "Revoke the token at once, for every process and host",
+                    "operationId": "logout",
+                    "parameters": [app_param],
+                    "security": bearer,
+                    "responses": _responses(None, statuses),
                 }
             },
             "/healthz": {"get": {"summary": "The process is up", "responses": {"200": _json(_ref("Health"), "Up")}}},

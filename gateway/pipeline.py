@@ -39,13 +39,19 @@ class Pipeline:
             start = perf_counter()
             try:
                 await step(ctx)
-            except GatewayError:
+            except GatewayError as exc:
                 ctx.failed_step = label
+                if step.single_use and not exc.spent_nothing:
+                    ctx.single_use_spent = True  # it may have reached WeChat: never resend
                 raise
             except Exception as exc:
                 # A broken step must not take the process down or leak its traceback.
                 ctx.failed_step = label
+                ctx.single_use_spent = ctx.single_use_spent or step.single_use
                 ctx.log.exception("step_crashed", step=label, plugin=type(step).__module__)
                 raise StepFailed(log_detail=f"step {label} raised {type(exc).__name__}") from exc
+            else:
+                if step.single_use:
+                    ctx.single_use_spent = True
             finally:
                 timings[label] = round((perf_counter() - start) * 1000.0, 3)

@@ -35,6 +35,11 @@ class Step(Generic[OptionsT]):
     version: ClassVar[str]
     api_version: ClassVar[int] = STEP_API_VERSION
     Options: ClassVar[type[StepOptions]] = StepOptions
+    # True for a step that spends something single-use when it runs (a wx.login or phone
+    # code redeemed at WeChat, data recorded against replays): after it, an error body
+    # says ``retryable: false``, since resending the same request cannot succeed. A step
+    # may set it per instance from its options.
+    single_use: bool = False
 
     def __init__(self, options: OptionsT) -> None:
         self.options = options

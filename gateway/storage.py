@@ -145,6 +145,11 @@ class Storage(ABC):
     async def get_login_session(self, token_hash: str) -> LoginSession | None:
         """The session for this token hash, expired or not (the caller tells them apart)."""
 
+    @abstractmethod
+    async def delete_login_session(self, token_hash: str) -> bool:
+        """Revoke the token: gone for every process at once (no process may cache
+        sessions). True when a session was removed, False when there was none."""
+
     # --- users and phones ---------------------------------------------------------------
 
     @abstractmethod

@@ -73,7 +73,8 @@ def test_default_config_loads() -> None:
 def test_default_config_flows_in_order() -> None:
     config = load_config(env={})
     assert set(config.flows) == {"demo"}
-    assert set(config.flows["demo"]) == {"login", "phone", "phone_code", "phone_oneshot", "userinfo"}
+    flows = {"login", "phone", "phone_code", "phone_oneshot", "userinfo", "session", "logout"}
+    assert set(config.flows["demo"]) == flows
     assert names(config, "demo", "login") == [
         "rate_limit",
         "code2session",
@@ -148,7 +149,7 @@ def test_load_config_reads_a_file(tmp_path: Path) -> None:
     config = load_config(path, REGISTRY, env={})
     assert config.path == str(path)
     assert config.apps["demo"].appid == "wx1234567890"
-    assert config.flows == {"demo": {}}
+    assert set(config.flows["demo"]) == {"session", "logout"}  # the built-in ones only
 
 
 def test_load_config_missing_file(tmp_path: Path) -> None:
@@ -439,7 +440,7 @@ def test_unknown_flow_name() -> None:
         + APP
     )
     assert message.startswith(f"{FILE}:2: pipelines.signup: ")
-    assert "'login', 'phone', 'phone_oneshot', 'phone_code' or 'userinfo'" in message
+    assert "'login', 'phone', 'phone_oneshot', 'phone_code', 'userinfo', 'session' or 'logout'" in message
 
 
 @pytest.mark.parametrize("secret", ['""', '"   "', "${EMPTY:-}"])
@@ -557,7 +558,7 @@ def test_app_override_may_add_a_flow_missing_from_shared() -> None:
 """
     )
     assert names(config, "demo", "userinfo") == ["check_session", "decrypt"]
-    assert set(config.flows["demo"]) == {"userinfo"}
+    assert set(config.flows["demo"]) == {"userinfo", "session", "logout"}  # and the built-in ones
 
 
 def test_error_in_app_override_names_its_path() -> None:

@@ -78,6 +78,16 @@ def test_error_table_statuses_match_the_code() -> None:
     assert not wrong, f"error table status (README, code) differs: {wrong}"
 
 
+def test_error_table_retryable_column_matches_the_code() -> None:
+    rows = _table_rows(_section(README, "Errors"))
+    wrong = {
+        cls.code: (rows[cls.code][4], cls.retryable)
+        for cls in _own_error_classes()
+        if cls.code in rows and rows[cls.code][4] != ("yes" if cls.retryable else "no")
+    }
+    assert not wrong, f"README.md's error table shows another retryable value (table, code): {wrong}"
+
+
 def test_error_table_shows_every_wechat_errcode_mapping() -> None:
     rows = _table_rows(_section(README, "Errors"))
     missing = []

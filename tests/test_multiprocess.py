@@ -10,6 +10,7 @@ import json
 import signal
 import socket
 import subprocess
+import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -222,3 +223,23 @@ def test_prefork_refuses_the_mounted_sandbox() -> None:
     assert result.returncode == 2
     assert "upstream: sandbox" in result.stderr
     assert "wxgate sandbox" in result.stderr
+
+
+def answer(url: str, token: str, method: str) -> int:
+    request = urllib.request.Request(url, b"" if method == "POST" else None, method=method)
+    request.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as exc:
+        return int(exc.code)
+
+
+def test_logout_on_one_process_is_refused_by_the_other_at_once(cluster: Cluster) -> None:
+    gw1, gw2 = cluster.gateway(), cluster.gateway()
+    token = login(cluster, gw1, "lee")
+    assert answer(gw2 + "/v1/shop/session", token, "GET") == 200  # gw2 has seen the session
+    assert answer(gw1 + "/v1/shop/logout", token, "POST") == 204
+    # no cache in gw2: the very next request there is refused
+    assert answer(gw2 + "/v1/shop/session", token, "GET") == 401
+    assert answer(gw2 + "/v1/shop/logout", token, "POST") == 401

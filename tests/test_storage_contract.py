@@ -131,6 +131,19 @@ def test_login_sessions(with_storage: Any) -> None:
     with_storage(body)
 
 
+def test_deleted_login_session_is_gone(with_storage: Any) -> None:
+    async def body(s: Storage) -> None:
+        now = time.time()
+        await s.put_login_session(LoginSession("h-out", "wxapp", "o1", None, now, now + 60))
+        await s.put_login_session(LoginSession("h-stay", "wxapp", "o1", None, now, now + 60))
+        assert await s.delete_login_session("h-out") is True
+        assert await s.get_login_session("h-out") is None
+        assert await s.delete_login_session("h-out") is False  # a second revocation finds nothing
+        assert await s.get_login_session("h-stay") is not None
+
+    with_storage(body)
+
+
 def test_users_upsert_keeps_first_seen(with_storage: Any) -> None:
     async def body(s: Storage) -> None:
         first = await s.upsert_user("wxapp", "o1", "u1", 100.0)

@@ -18,6 +18,7 @@ from gateway.sandbox.world import Fault, SandboxApp, SandboxWorld, SimUser, vers
 from gateway.wechat import crypto
 
 MASKED_BELOW = (1, 9, 1)
+PHONE_CODE_FROM = (2, 21, 2)
 UPSTREAM_APIS = ("jscode2session", "stable_token", "token", "getuserphonenumber", "checksession")
 
 
@@ -240,7 +241,10 @@ class GetPhoneNumberHandler(_DeviceHandler):
         masked = version_below(base_library, MASKED_BELOW)
         payload = self.world.phone_payload(sim, masked, _watermark_override(body))
         data, iv = crypto.encrypt_json(sim.session_key, payload)
-        self.answer({"encryptedData": data, "iv": iv, "code": self.world.new_phone_code(sim)})
+        answer = {"encryptedData": data, "iv": iv}
+        if not version_below(base_library, PHONE_CODE_FROM):
+            answer["code"] = self.world.new_phone_code(sim)  # WeChat adds it from 2.21.2 on
+        self.answer(answer)
 
 
 class GetUserProfileHandler(_DeviceHandler):

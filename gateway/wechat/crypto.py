@@ -16,6 +16,7 @@ import hmac
 import json
 import os
 import re
+import urllib.parse
 from typing import Any
 
 import orjson
@@ -39,9 +40,17 @@ class DecryptionFailed(ValueError):
 
 
 def repair_base64(value: str) -> str:
-    """Undo transport damage: '+' that became ' ' in a query string, wrapped lines.
+    """Undo transport damage: percent-encoding left over, '+' that became ' ' in a query
+    string, wrapped lines.
 
-    Base64 has no spaces, so every space was a '+', even a leading or trailing one."""
+    Base64 has no '%' and no spaces. A '%' means the value was percent-encoded once more
+    than the transport decoded (a client's encodeURIComponent, then wx.request's own
+    encoding of GET data): it is decoded, at most twice. Then every space was a '+',
+    even a leading or trailing one."""
+    for _ in range(2):
+        if "%" not in value:
+            break
+        value = urllib.parse.unquote(value)
     return _WHITESPACE.sub("", value).replace(" ", "+")
 
 

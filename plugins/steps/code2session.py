@@ -13,6 +13,7 @@ class Code2Session(Step[StepOptions]):
 
     name: ClassVar[str] = "code2session"
     version: ClassVar[str] = "1.0.0"
+    single_use = True  # the code is redeemed at WeChat
 
     async def __call__(self, ctx: Context) -> None:
         code = read_code(ctx, "wx.login", hint="Send the code from wx.login unchanged.")

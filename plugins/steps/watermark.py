@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import time
 from typing import ClassVar, Literal
 
@@ -10,7 +9,7 @@ from pydantic import Field, model_validator
 
 from gateway import Context, Step, StepOptions
 from gateway.errors import Replayed, UnexpectedPayload, WatermarkExpired, WatermarkMismatch
-from gateway.wechat.crypto import repair_base64
+from gateway.request_key import canonical_request_key
 
 
 class WatermarkOptions(StepOptions):
@@ -32,6 +31,10 @@ class Watermark(Step[WatermarkOptions]):
     version: ClassVar[str] = "1.0.0"
     Options: ClassVar[type[StepOptions]] = WatermarkOptions
 
+    def __init__(self, options: WatermarkOptions) -> None:
+        super().__init__(options)
+        self.single_use = options.replay == "reject"  # accepted data is then spent
+
     async def __call__(self, ctx: Context) -> None:
         mark = ctx.data.get("watermark")
         if not isinstance(mark, dict):
@@ -51,7 +54,6 @@ class Watermark(Step[WatermarkOptions]):
         data = ctx.fields.get("encryptedData")
         if self.options.replay == "reject" and data and self.options.max_age is not None:
             # remembered until the data would be too old anyway, in storage: every process sees it
-            digest = hashlib.sha256(repair_base64(data).encode()).hexdigest()
-            key = f"replay:{ctx.app.appid}:{digest}"
+            key = f"replay:{canonical_request_key(ctx.app.appid, ctx.fields, ctx.request_id)}"
             if await ctx.storage.incr_counter(key, stamp + self.options.max_age + self.options.max_skew) > 1:
                 raise Replayed()

@@ -14,9 +14,7 @@ from pydantic import Field
 
 from gateway import Context, Step, StepOptions
 from gateway.logs import mask_phone
-
-# Request fields that make a request unique: the same ones retried give the same event.
-_FINGERPRINT_FIELDS = ("code", "encryptedData", "iv")
+from gateway.request_key import canonical_request_key
 
 
 class WebhookOptions(StepOptions):
@@ -42,7 +40,7 @@ class Webhook(Step[WebhookOptions]):
             else:
                 payload["phone"] = {"masked": mask_phone(pure)}
             payload["phone"]["countryCode"] = country
-        fingerprint = hashlib.sha256(
-            "|".join([session.openid, ctx.flow, *(ctx.fields.get(f, "") for f in _FINGERPRINT_FIELDS)]).encode()
-        ).hexdigest()
+        # what the request carried (the same retried gives the same event; a logout, its own)
+        carried = canonical_request_key(ctx.app.appid, ctx.fields, ctx.request_id)
+        fingerprint = hashlib.sha256("|".join([session.openid, ctx.flow, carried]).encode()).hexdigest()
         ctx.state["wxgate.event_id"] = await ctx.events.emit(self.options.event, ctx.app, payload, key=fingerprint)

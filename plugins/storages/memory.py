@@ -80,6 +80,9 @@ class MemoryStorage(Storage):
     async def get_login_session(self, token_hash: str) -> LoginSession | None:
         return self.sessions.get(token_hash)
 
+    async def delete_login_session(self, token_hash: str) -> bool:
+        return self.sessions.pop(token_hash, None) is not None
+
     def _sweep(self) -> None:
         now = time.time()
         for key in [k for k, s in self.sessions.items() if s.expired(now)]:

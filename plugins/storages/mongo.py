@@ -299,6 +299,11 @@ class MongoStorage(Storage):
             token_hash, doc["appid"], doc["openid"], doc.get("unionid"), doc["created_at"], doc["expires_at"]
         )
 
+    @_guarded
+    async def delete_login_session(self, token_hash: str) -> bool:
+        result = await self.db.sessions.delete_one({"_id": token_hash})
+        return bool(result.deleted_count)
+
     # --- users and phones ---------------------------------------------------------------
 
     @_guarded

@@ -76,6 +76,7 @@ apps:
             "code": "phone_blocked",
             "message": "This phone number cannot be used here.",
             "hint": "Use another phone number, or contact support.",
+            "retryable": False,
         }
         status, body = self.phone(ALLOWED_USER)
         assert status == 200

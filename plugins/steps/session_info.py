@@ -1,0 +1,46 @@
+"""session_info: what the client may know about its live session (``GET /session``).
+
+A client checks a stored token with it at launch, and an app hides the phone-number
+button for a user whose number it already has: WeChat charges for every successful
+use of that button, so asking twice costs money. Runs after ``check_session``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import ClassVar
+
+from pydantic import Field
+
+from gateway import Context, Step, StepOptions
+from gateway.storage import LoginSession
+
+
+class SessionInfoOptions(StepOptions):
+    phone: bool = Field(True, description="Include the bound phone's masked form (one storage read more).")
+
+
+class SessionInfo(Step[SessionInfoOptions]):
+    name: ClassVar[str] = "session_info"
+    version: ClassVar[str] = "1.0.0"
+    Options: ClassVar[type[StepOptions]] = SessionInfoOptions
+
+    async def __call__(self, ctx: Context) -> None:
+        session = ctx.require_session()
+        login = ctx.state.get("wxgate.login")
+        if not isinstance(login, LoginSession):
+            raise TypeError("session_info runs after check_session")  # a pipeline mistake: step_failed
+        phone = None
+        if self.options.phone:
+            bindings = await ctx.storage.get_phones(ctx.app.appid, session.openid)
+            if bindings:
+                # the number seen last is the user's current one
+                latest = max(bindings, key=lambda b: (b.last_seen, b.first_seen))
+                phone = {"masked": latest.masked, "countryCode": latest.country_code}
+        ctx.response.update(
+            openid=session.openid,
+            unionid=session.unionid,
+            expires_in=max(0, math.floor(login.expires_at - time.time())),
+            phone=phone,
+        )
