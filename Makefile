@@ -3,7 +3,9 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install run test lint typecheck unit clean
+CLIENT := clients/miniprogram
+
+.PHONY: install run test lint typecheck unit client-test client-pack node clean
 
 $(BIN)/.installed: setup.cfg pyproject.toml examples/wxgate-plugin-example/setup.cfg
 	$(PYTHON) -m venv $(VENV)
@@ -18,7 +20,7 @@ install: $(BIN)/.installed
 run: $(BIN)/.installed
 	$(BIN)/python run.py serve
 
-test: lint typecheck unit
+test: lint typecheck unit client-test
 
 lint: $(BIN)/.installed
 	$(BIN)/ruff check .
@@ -33,5 +35,26 @@ typecheck: $(BIN)/.installed
 unit: $(BIN)/.installed
 	$(BIN)/pytest $(PYTEST_ARGS)
 
+# The mini program's client library (TypeScript, built to CommonJS). Node and npm come from
+# the machine; as root, a machine without them gets Debian's packages.
+node:
+	@command -v node >/dev/null && command -v npm >/dev/null || { \
+		if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq nodejs npm; \
+		else echo "the client library needs node (20+) and npm: install them (Debian: apt-get install nodejs npm)" >&2; exit 1; fi; }
+
+# npm ci from the committed lock file, again whenever it changes
+$(CLIENT)/node_modules/.installed: $(CLIENT)/package-lock.json | node
+	cd $(CLIENT) && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+# type-checks the sources, the tests and examples/miniprogram, then runs the tests
+# (node --test) against real gateways they start from .venv
+client-test: $(BIN)/.installed $(CLIENT)/node_modules/.installed
+	cd $(CLIENT) && npm run --silent typecheck && npm test
+
+# a release tarball: clients/miniprogram/wxgate-miniprogram-<version>.tgz
+client-pack: $(CLIENT)/node_modules/.installed
+	cd $(CLIENT) && npm run --silent build && npm pack --loglevel=error
+
 clean:
-	rm -rf $(VENV) .typecheck .mypy_cache .ruff_cache .pytest_cache *.egg-info
+	rm -rf $(VENV) .typecheck .mypy_cache .ruff_cache .pytest_cache *.egg-info $(CLIENT)/node_modules $(CLIENT)/dist
