@@ -1,5 +1,6 @@
-"""``/v1/{app}/{login|phone|userinfo|session|logout}``: the flow request path, request -> Context ->
-pipeline -> JSON.
+"""``/v1/{app}/{login|phone|userinfo|session|logout}``: the delegate that serves a flow
+request, wiring the wire (:mod:`gateway.wire`), the fields (:mod:`gateway.request_fields`)
+and the flows (:mod:`gateway.flows`).
 
 Flows are the hot path, so they are served by a Tornado ``HTTPMessageDelegate`` rather
 than a ``RequestHandler``: the handler machinery (a copied query dict, default headers,
@@ -8,66 +9,39 @@ hello-world's whole budget (bench/RESULTS.md). This delegate does only what a fl
 needs: the body is streamed in under the size limit (a declared oversized body is
 refused before it is sent), fields are parsed after the request id exists (our errors,
 not Tornado's bare 400), the pipeline runs in the connection's task under the request
-timeout, and one JSON answer and one access event come out. Everything else (health, metrics,
-the sandbox) stays on ``tornado.web``; :mod:`gateway.front` picks the path.
+timeout, and one JSON answer and one access event come out. Everything else (health,
+metrics, the sandbox) stays on ``tornado.web``; :mod:`gateway.front` picks the path.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextvars
-import json
-import re
 import time
-import urllib.parse
-from collections.abc import Awaitable, Coroutine, Generator
-from http.client import responses
+from collections.abc import Awaitable
 from time import perf_counter
 from typing import Any
 
-import orjson
-import tornado.escape
 import tornado.httputil
-from tornado.iostream import StreamClosedError
 
-from gateway.context import Context
-from gateway.errors import (
-    BodyTimeout,
-    BodyTooLarge,
-    FlowNotConfigured,
-    GatewayError,
-    InvalidField,
-    InvalidJSON,
-    MethodNotAllowed,
-    PipelineTimeout,
-    StepFailed,
-    Unauthorized,
-    UnknownApp,
-)
-from gateway.logs import get_logger, mask_phone
+from gateway.error_response import JSON_TYPE, render_error
+from gateway.errors import BodyTimeout, BodyTooLarge, GatewayError, MethodNotAllowed, PipelineTimeout, StepFailed
+from gateway.flows import ALLOWED_METHODS, choose_flow, notify_step_failed, resolve_app, run_flow
+
+# Their older import path (before the flow path was split into wire, fields and flows).
+from gateway.flows import FORBIDDEN_RESPONSE_KEYS as FORBIDDEN_RESPONSE_KEYS
+from gateway.jsoncodec import dumps
+from gateway.logs import get_logger
+from gateway.request_fields import STRING_FIELDS as STRING_FIELDS
+from gateway.request_fields import bearer_token, parse_fields
 from gateway.request_record import RequestRecord, record_request, request_id_from
 from gateway.runtime import Gateway
+from gateway.wire import BodyDeadlines, InContext, framing_refusal, write_answer
 
-LOGIN_FLOWS = frozenset({"login", "phone_oneshot"})
-PHONE_FLOWS = frozenset({"phone", "phone_code", "phone_oneshot"})
-# Fields the built-in flows read: they must be strings when present.
-STRING_FIELDS = frozenset({"code", "encryptedData", "iv", "rawData", "signature", "cloudID"})
-# Never sent to a client, whatever a step put in the response.
-FORBIDDEN_RESPONSE_KEYS = frozenset({"session_key", "sessionKey", "previous_session_key", "secret", "access_token"})
-# The flow endpoints and their methods (for 405's Allow header); gateway.front routes these.
-ALLOWED_METHODS = {"login": "POST", "phone": "GET, POST", "userinfo": "POST", "session": "GET", "logout": "POST"}
-# What Tornado accepts (ASCII digits; a list of equal values), so that we refuse first,
-# with our JSON error, rather than run the flow on headers Tornado then refuses.
-_CONTENT_LENGTH = re.compile(r"[0-9]+(?:\s*,\s*[0-9]+)*")
-# RFC 9110's Host: a reg-name, IPv4 or [IP-literal], an optional port; no comma (two Host headers)
-_HOST = re.compile(r"(?:[A-Za-z0-9\-._~%!$&'()*+;=]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]*)?")
-FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
-MAX_QUERY_FIELDS = 1000  # Tornado's own guard against parsing costs, kept
-
-PHONE_BOUND = "wxgate_phone_bound"
+_ANSWER_HEADERS = {"Content-Type": JSON_TYPE, "Cache-Control": "no-store"}
 # A running pipeline is referenced here until it ends: the event loop keeps only weak
 # references to tasks.
 _running: set[asyncio.Task[None]] = set()
+_bodies = BodyDeadlines()
 
 
 async def wait_for_flows(grace: float) -> None:
@@ -76,88 +50,9 @@ async def wait_for_flows(grace: float) -> None:
         await asyncio.wait(list(_running), timeout=grace)
 
 
-class _BodyDeadlines:
-    """Requests whose body is still arriving, checked once a second. Most bodies come
-    with their headers; a timer per request would cost more than this dictionary."""
-
-    def __init__(self) -> None:
-        self.waiting: dict[FlowRequest, float] = {}
-        self.loop: asyncio.AbstractEventLoop | None = None
-        self.sweeping = False
-
-    def wait_for(self, request: FlowRequest, deadline: float) -> None:
-        self.waiting[request] = deadline
-        loop = asyncio.get_running_loop()
-        if not self.sweeping or loop is not self.loop:  # (a test runs each case on a new loop)
-            self.loop, self.sweeping = loop, True
-            loop.call_later(1.0, self.sweep, loop)
-
-    def arrived(self, request: FlowRequest) -> None:
-        self.waiting.pop(request, None)
-
-    def sweep(self, loop: asyncio.AbstractEventLoop) -> None:
-        if loop is not self.loop:
-            return
-        now = time.monotonic()
-        for request, deadline in list(self.waiting.items()):
-            if deadline <= now:
-                del self.waiting[request]
-                request.body_timed_out()
-        self.sweeping = bool(self.waiting)
-        if self.sweeping:
-            loop.call_later(1.0, self.sweep, loop)
-
-
-class _HTTPDate:
-    """The Date header, formatted once per second rather than once per request."""
-
-    second = -1
-    text = ""
-
-    @classmethod
-    def now(cls) -> str:
-        second = int(time.time())
-        if second != cls.second:
-            cls.second, cls.text = second, tornado.httputil.format_timestamp(second)
-        return cls.text
-
-
-class _InContext:
-    """Awaits a coroutine in a context of its own (``contextvars``), without a task.
-
-    A task per request would give each its own copy of the context variables, and cost
-    what the flow path saves by running in the connection's task. This drives the
-    coroutine as a task would (what it awaits is passed up to the connection's task,
-    cancellation and errors are passed down) with every step run in ``context``: a
-    variable a step sets is not seen by the next request on the connection."""
-
-    __slots__ = ("context", "coro")
-
-    def __init__(self, coro: Coroutine[Any, Any, None], context: contextvars.Context) -> None:
-        self.coro = coro
-        self.context = context
-
-    def __await__(self) -> Generator[Any, Any, None]:
-        run, coro = self.context.run, self.coro
-        value: Any = None
-        error: BaseException | None = None
-        while True:
-            try:
-                awaited = run(coro.send, value) if error is None else run(coro.throw, error)
-            except StopIteration:
-                return
-            try:
-                value, error = (yield awaited), None
-            except GeneratorExit:
-                coro.close()
-                raise
-            except BaseException as exc:  # e.g. the task's cancellation: the coroutine decides
-                value, error = None, exc
-
-
 class FlowRequest(tornado.httputil.HTTPMessageDelegate):
     """One request to a flow URL. ``app_path`` is the app segment of the path, still
-    percent-encoded; ``endpoint`` is ``login``, ``phone`` or ``userinfo``."""
+    percent-encoded; ``endpoint`` is one of :data:`gateway.flows.ALLOWED_METHODS`."""
 
     def __init__(
         self,
@@ -189,7 +84,7 @@ class FlowRequest(tornado.httputil.HTTPMessageDelegate):
         self.answered = False
         self.flow_started = False
         self.hold = False  # answers wait for finish() (see below)
-        self.held: tuple[int, bytes, dict[str, str] | None] | None = None
+        self.held: tuple[int, bytes, dict[str, str]] | None = None
         self.timed_out = False
         self.expected = 0  # body bytes declared by Content-Length (none declared: none sent)
         self.task: asyncio.Task[Any] | None = None
@@ -202,7 +97,7 @@ class FlowRequest(tornado.httputil.HTTPMessageDelegate):
     # The flow runs in the connection's own task: headers_received (no body) or the
     # data_received that completes a Content-Length body returns the flow's coroutine,
     # which Tornado awaits before it reads on (documented flow control), in a context of
-    # its own as a task would have (_InContext). The answer is held until finish(), which
+    # its own as a task would have (InContext). The answer is held until finish(), which
     # Tornado calls at once after that, with the request read (an answer written while
     # reading would close a keep-alive connection). Answered synchronously in finish(), a
     # request skips what an asynchronous answer costs: a task, a close callback and two
@@ -215,36 +110,14 @@ class FlowRequest(tornado.httputil.HTTPMessageDelegate):
         start_line: tornado.httputil.RequestStartLine | tornado.httputil.ResponseStartLine,
         headers: tornado.httputil.HTTPHeaders,
     ) -> Awaitable[None] | None:
-        refusal = self.framing_refusal(headers)
+        refusal, self.expected = framing_refusal(self.version, headers, self.limit)
         if refusal is not None:
             self.fail(refusal)
             return None
         if self.expected == 0 and "Transfer-Encoding" not in headers:
-            return _InContext(self.respond(hold=True), contextvars.copy_context())  # no body follows
+            return InContext(self.respond(hold=True))  # no body follows
         # the body gets request_timeout seconds to arrive, as the steps do afterwards
         _bodies.wait_for(self, time.monotonic() + self.gateway.current.config.server.request_timeout)
-        return None
-
-    def framing_refusal(self, headers: tornado.httputil.HTTPHeaders) -> GatewayError | None:
-        """What Tornado would refuse before the body (with a bare 400), refused first with
-        our JSON error; and a declared body over the limit."""
-        version = self.version
-        hosts = headers.get_list("Host")
-        if len(hosts) > 1 or (hosts and not _HOST.fullmatch(hosts[0])) or (not hosts and version != "HTTP/1.0"):
-            return InvalidField("The Host header is missing or malformed.")
-        declared = headers.get("Content-Length")
-        transfer = headers.get("Transfer-Encoding")
-        if transfer is not None and (declared is not None or transfer.lower() != "chunked"):
-            return InvalidField("The body's framing is malformed (Transfer-Encoding).")
-        if declared is not None:
-            if declared.isascii() and declared.isdigit():
-                self.expected = int(declared)
-            elif _CONTENT_LENGTH.fullmatch(declared) and len({v.strip() for v in declared.split(",")}) == 1:
-                self.expected = int(declared.split(",")[0])
-            else:
-                return InvalidField("The Content-Length header is malformed.")
-            if self.expected > self.limit:
-                return BodyTooLarge.over(self.limit)
         return None
 
     def body_timed_out(self) -> None:
@@ -260,7 +133,7 @@ class FlowRequest(tornado.httputil.HTTPMessageDelegate):
             return None
         if len(self.body) == self.expected:
             _bodies.arrived(self)
-            return _InContext(self.respond(hold=True), contextvars.copy_context())
+            return InContext(self.respond(hold=True))
         return None
 
     def finish(self) -> None:
@@ -289,13 +162,13 @@ class FlowRequest(tornado.httputil.HTTPMessageDelegate):
         # the task costs half of what asyncio.timeout() does (2.3 against 4.4 µs).
         timer = task.get_loop().call_later(self.gateway.current.config.server.request_timeout, self.time_out)
         try:
-            await self.run_flow()
+            await self.run()
         except GatewayError as exc:
             self.fail(exc)
         except asyncio.CancelledError:
             if self.timed_out:
                 task.uncancel()
-                self.fail(PipelineTimeout(log_detail="timed out before the pipeline started"))
+                self.fail(self.timeout_error())
             elif task.cancelling():
                 raise  # this request's task itself is cancelled: the process is stopping
             else:  # something a step awaited was cancelled by someone else: that step failed
@@ -307,245 +180,51 @@ class FlowRequest(tornado.httputil.HTTPMessageDelegate):
         finally:
             timer.cancel()
 
+    async def run(self) -> None:
+        snapshot = self.gateway.current  # this request finishes on it, whatever a reload does
+        record = self.record
+        record.app, app = resolve_app(snapshot, self.method, self.endpoint, self.app_path)
+        fields = parse_fields(self.query, bytes(self.body), self.headers)
+        token = bearer_token(self.headers)
+        record.flow = flow = choose_flow(self.endpoint, token, fields)
+        status, payload = await run_flow(self.gateway, snapshot, record, record.app, app, flow, fields, token)
+        self.send(status, b"" if payload is None else dumps(payload), _ANSWER_HEADERS if payload is not None else {})
+
     def time_out(self) -> None:
         if not self.answered and self.task is not None:
             self.timed_out = True
             self.task.cancel()
 
-    async def run_flow(self) -> None:
-        method, endpoint = self.method, self.endpoint
-        gateway = self.gateway
-        snapshot = gateway.current  # this request finishes on it, whatever a reload does
-        try:
-            app_name = urllib.parse.unquote(self.app_path, errors="strict")
-        except UnicodeDecodeError:
-            raise UnknownApp() from None
-        app = snapshot.apps.get(app_name)
-        if method not in ("GET", "POST"):
-            raise MethodNotAllowed()
-        if app is None:
-            raise UnknownApp()
-        if method not in ALLOWED_METHODS[endpoint]:
-            raise MethodNotAllowed(hint=f"/v1/{{app}}/{endpoint} accepts {ALLOWED_METHODS[endpoint]}.")
-        record = self.record
-        record.app = app_name
-        fields = self.parse_fields()
-        token = self.bearer_token()
-        record.flow = flow = choose_flow(endpoint, token, fields)
-        pipeline = app.pipelines.get(flow)
-        if pipeline is None:
-            raise FlowNotConfigured(f"The flow {flow!r} is not configured for app {app_name!r}.")
-        request_id = record.request_id
-        record.ctx = ctx = Context(
-            app=app.config,
-            flow=flow,
-            fields=fields,
-            token=token,
-            wechat=app.wechat,
-            storage=gateway.storage,
-            events=snapshot.events,
-            log=gateway.access_log.bind(request_id=request_id, app=app_name, flow=flow),
-            request_id=request_id,
-            client_ip=record.client_ip,
-        )
-        hooks = gateway.hooks
-        hooks.notify("wxgate_request_started", request_id=request_id, app=app_name, flow=flow, client_ip=ctx.client_ip)
-        try:
-            await pipeline.run(ctx)
-        except asyncio.CancelledError:
-            if not self.timed_out:
-                raise  # respond() tells a stopping process from a step's cancelled await
-            if self.task is not None:
-                self.task.uncancel()
-            ctx.failed_step = next(reversed(ctx.timings), None)
-            error: GatewayError = PipelineTimeout(log_detail=f"timed out in step {ctx.failed_step}")
-            self.notify_step_failed(ctx, error)
-            raise error from None
-        except GatewayError as exc:
-            self.notify_step_failed(ctx, exc)
-            raise
-        self.notify_outcome(ctx)
-        if ctx.status == 204:
-            self.send(204, None)
-            return
-        response = {k: v for k, v in ctx.response.items() if k not in FORBIDDEN_RESPONSE_KEYS}
-        self.send(ctx.status, response)
-
-    def notify_step_failed(self, ctx: Context, error: GatewayError) -> None:
-        self.gateway.hooks.notify(
-            "wxgate_step_failed",
-            request_id=ctx.request_id,
-            app=self.record.app,
-            flow=ctx.flow,
-            step=ctx.failed_step or "",
-            error=error.code,
-            status=error.status,
-        )
-
-    def notify_outcome(self, ctx: Context) -> None:
-        session, hooks = ctx.session, self.gateway.hooks
-        if session is None:
-            return
-        common = {"request_id": ctx.request_id, "app": self.record.app, "appid": ctx.app.appid}
-        common["openid"] = session.openid
-        if ctx.flow in LOGIN_FLOWS and hooks.has("wxgate_user_logged_in"):
-            user = ctx.state.get("wxgate.user")
-            first = user.logins == 1 if user is not None else None
-            hooks.notify("wxgate_user_logged_in", unionid=session.unionid, first_login=first, **common)
-        pure, country = ctx.data.get("purePhoneNumber"), ctx.data.get("countryCode")
-        if ctx.flow in PHONE_FLOWS and isinstance(pure, str) and isinstance(country, str) and hooks.has(PHONE_BOUND):
-            hooks.notify(PHONE_BOUND, masked_phone=mask_phone(pure), country_code=country, **common)
-
-    # -- reading the request -----------------------------------------------------------
-
-    def bearer_token(self) -> str | None:
-        header = self.headers.get("Authorization")
-        if header is None:
-            return None
-        scheme, _, token = header.partition(" ")
-        token = token.strip()
-        if scheme.lower() != "bearer" or not token:
-            raise Unauthorized("The Authorization header must be 'Bearer <token>'.")
-        return token
-
-    def parse_fields(self) -> dict[str, str]:
-        """Query, then form or JSON body fields (the body wins); string values only."""
-        fields: dict[str, str] = {}
-        if self.query:
-            try:
-                query = tornado.escape.parse_qs_bytes(
-                    self.query, keep_blank_values=True, max_num_fields=MAX_QUERY_FIELDS
-                )
-            except ValueError as exc:
-                raise InvalidField("The query string is malformed.", log_detail=str(exc)) from None
-            for name, values in query.items():
-                fields[name] = _text(name, values[-1])
-        body = bytes(self.body)
-        header = self.headers.get("Content-Type", "")
-        media_type = header.split(";")[0].strip().lower()  # media types are case-insensitive
-        # curl -d sends JSON labelled as a form; a form body never starts with '{'.
-        looks_json = body.lstrip()[:1] == b"{"
-        if media_type in FORM_TYPES and not looks_json:
-            arguments: dict[str, list[bytes]] = {}
-            try:
-                params = header[len(header.split(";")[0]) :]
-                tornado.httputil.parse_body_arguments(media_type + params, body, arguments, {}, self.headers)
-            except tornado.httputil.HTTPInputError as exc:
-                raise InvalidField("The form body is malformed.", log_detail=str(exc)) from None
-            for name, values in arguments.items():
-                fields[name] = _text(name, values[-1])
-        elif body.strip():
-            try:
-                obj = _loads(body)
-            except (ValueError, RecursionError):
-                raise InvalidJSON(log_detail="body does not parse as JSON") from None
-            if not isinstance(obj, dict):
-                raise InvalidJSON()
-            for name, value in obj.items():
-                _valid_text(name, name)
-                if isinstance(value, str):
-                    fields[name] = _valid_text(name, value)
-                elif name in STRING_FIELDS and value is not None:
-                    raise InvalidField(f"{name} must be a string.")
-        return fields
+    def timeout_error(self) -> GatewayError:
+        ctx = self.record.ctx
+        if ctx is None or not ctx.timings:
+            return PipelineTimeout(log_detail="timed out before the pipeline started")
+        ctx.failed_step = next(reversed(ctx.timings))
+        error = PipelineTimeout(log_detail=f"timed out in step {ctx.failed_step}")
+        notify_step_failed(self.gateway, ctx, self.record.app, error)
+        return error
 
     # -- answering ---------------------------------------------------------------------
 
     def fail(self, error: GatewayError) -> None:
         self.record.error = error
-        headers = {}
-        if error.client_retry_after is not None:
-            headers["Retry-After"] = str(error.client_retry_after)
-        if isinstance(error, MethodNotAllowed):
-            headers["Allow"] = ALLOWED_METHODS[self.endpoint]
         ctx = self.record.ctx
         # resending cannot succeed once a step spent something single-use (a code)
         retryable = error.retryable and not (ctx is not None and ctx.single_use_spent)
-        self.send(error.status, error.body(retryable), headers)
+        allow = ALLOWED_METHODS[self.endpoint] if isinstance(error, MethodNotAllowed) else None
+        answer = render_error(error, retryable=retryable, allow=allow)
+        self.send(answer.status, answer.body, answer.headers)
 
-    def send(self, status: int, payload: dict[str, Any] | None, extra: dict[str, str] | None = None) -> None:
-        """Answer with ``payload`` as JSON, or with no body at all when it is None (204)."""
+    def send(self, status: int, body: bytes, headers: dict[str, str]) -> None:
         if self.answered:
             return
-        body = b"" if payload is None else _dumps(payload)
         self.answered = True
         if self.hold:
-            self.held = (status, body, extra)  # written by finish()
+            self.held = (status, body, headers)  # written by finish()
         else:
-            self.write(status, body, extra)
+            self.write(status, body, headers)
 
-    def write(self, status: int, body: bytes, extra: dict[str, str] | None) -> None:
+    def write(self, status: int, body: bytes, headers: dict[str, str]) -> None:
         _bodies.arrived(self)  # e.g. a 413 while the body was arriving
-        headers = tornado.httputil.HTTPHeaders()
-        if status != 204:  # a 204 has neither a body nor a Content-Length (RFC 9110)
-            headers["Content-Type"] = "application/json; charset=utf-8"
-            headers["Content-Length"] = str(len(body))
-        headers["Cache-Control"] = "no-store"
-        headers["Date"] = _HTTPDate.now()
-        headers["X-Request-Id"] = self.record.request_id
-        if extra:
-            headers.update(extra)
-        if not self.read_done:
-            # answered before the whole request was read (413, 408, bad framing): Tornado
-            # will close the connection rather than read the rest; say so
-            headers["Connection"] = "close"
-        start_line = tornado.httputil.ResponseStartLine("HTTP/1.1", status, responses.get(status, "Unknown"))
-        try:
-            self.connection.write_headers(start_line, headers, None if self.method == "HEAD" or not body else body)
-            self.connection.finish()
-        except StreamClosedError:
-            pass  # the client left; the request is still recorded below
+        write_answer(self.connection, self.method, status, body, headers, self.record.request_id, self.read_done)
         record_request(self.gateway, self.record, status)
-
-
-_bodies = _BodyDeadlines()
-
-
-def choose_flow(endpoint: str, token: str | None, fields: dict[str, str]) -> str:
-    """/phone serves three flows: with a token, encryptedData (``phone``) or a one-time
-    phone code (``phone_code``); without one, a wx.login code (``phone_oneshot``). Every
-    other endpoint is the flow of its name."""
-    if endpoint != "phone":
-        return endpoint
-    if token is not None:
-        return "phone_code" if "code" in fields and "encryptedData" not in fields else "phone"
-    if "code" in fields:
-        return "phone_oneshot"
-    raise Unauthorized(
-        hint="Send 'Authorization: Bearer <token>' from /v1/{app}/login, or a fresh wx.login "
-        "'code' with encryptedData and iv for the one-shot call."
-    )
-
-
-def _loads(body: bytes) -> Any:
-    # orjson first (a tenth of the cost); what it refuses (lone surrogates, integers over
-    # 64 bits, NaN) gets the standard library's verdict, so answers do not change.
-    try:
-        return orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return json.loads(body)
-
-
-def _dumps(payload: dict[str, Any]) -> bytes:
-    try:
-        return orjson.dumps(payload, option=orjson.OPT_NON_STR_KEYS)
-    except TypeError:  # e.g. an integer over 64 bits from a plugin step
-        return json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
-
-
-def _valid_text(name: str, value: str) -> str:
-    # JSON may carry lone surrogates ("\ud800"), which are not text: refuse them here
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        shown = name.encode("utf-8", "replace").decode("utf-8")  # the name may be broken too
-        raise InvalidField(f"{shown} is not valid Unicode text.") from None
-    return value
-
-
-def _text(name: str, raw: bytes) -> str:
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError:
-        shown = name.encode("utf-8", "replace").decode("utf-8")
-        raise InvalidField(f"{shown} is not valid UTF-8.") from None

@@ -1,6 +1,7 @@
 """The front of every request: its start line decides where it goes.
 
-Flow URLs (``/v1/{app}/{login|phone|userinfo}``) go to :class:`~gateway.flow_request.FlowRequest`,
+Flow URLs (``/v1/{app}/{endpoint}`` for the endpoints of :data:`gateway.flows.ALLOWED_METHODS`)
+go to :class:`~gateway.flow_request.FlowRequest`,
 the lean hot path; everything else (health, readiness, metrics, the OpenAPI document,
 the sandbox, 404s) to ``tornado.web``'s router and :mod:`gateway.handlers`. A request
 Tornado refuses while parsing it gets the JSON error from :mod:`gateway.refusals`.
@@ -15,7 +16,8 @@ from typing import TYPE_CHECKING, Any
 import tornado.httputil
 import tornado.web
 
-from gateway.flow_request import ALLOWED_METHODS, FlowRequest
+from gateway.flow_request import FlowRequest
+from gateway.flows import ALLOWED_METHODS
 from gateway.refusals import refuse
 
 if TYPE_CHECKING:

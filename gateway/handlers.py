@@ -13,6 +13,7 @@ from typing import Any
 
 import tornado.web
 
+from gateway.error_response import render_error
 from gateway.errors import (
     BodyTooLarge,
     GatewayError,
@@ -60,9 +61,11 @@ class JSONHandler(tornado.web.RequestHandler):
         if not getattr(self, "request_id", ""):  # refused before prepare() ran
             self.request_id = new_request_id()
         self.set_header("X-Request-Id", self.request_id)
-        if self.error.client_retry_after is not None:
-            self.set_header("Retry-After", str(self.error.client_retry_after))
-        self.write_json(self.error.body(), self.error.status)
+        answer = render_error(self.error)
+        self.set_status(answer.status)
+        for name, value in answer.headers.items():
+            self.set_header(name, value)
+        self.finish(answer.body)
 
     def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
         # Tornado's version logs the full URI, whose query may carry codes and data.

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from gateway.errors import StorageUnavailable
 from gateway.sandbox.world import phone_for
 from gateway.testing import GatewayTestCase
 from tests.test_storage_contract import STORAGE_KEY
@@ -42,6 +45,20 @@ class StorageOutageTest(GatewayTestCase):
         self.config_text = CONFIG.format(uri=self.mongo.uri, key=STORAGE_KEY)
         return super().get_config()
 
+    def wait_for_storage(self, seconds: float = 20.0) -> None:
+        async def ping_until_up() -> None:
+            deadline = time.monotonic() + seconds
+            while True:
+                try:
+                    await self.gateway.storage.ping()
+                    return
+                except StorageUnavailable:
+                    if time.monotonic() > deadline:
+                        raise
+                    await asyncio.sleep(0.2)
+
+        self.io_loop.run_sync(ping_until_up, timeout=seconds + 5)
+
     def test_outage_gives_503_then_recovers_without_duplicates(self) -> None:
         token = self.login("olga")["token"]
         device = self.get_phone_number("olga")
@@ -56,6 +73,7 @@ class StorageOutageTest(GatewayTestCase):
         assert (status, body["error"]["code"]) == (503, "storage_unavailable")
 
         self.mongo.start()  # same port, same file
+        self.wait_for_storage()  # the driver reconnects on its own; on a loaded machine that takes a while
         # the failed login stored nothing: the key from before the outage still opens the data
         status, body, _ = self.call("/v1/demo/phone", fields, token=token)
         assert status == 200, body
@@ -126,6 +144,7 @@ class StorageOutageTest(GatewayTestCase):
         assert 200 in statuses, statuses
         assert 503 in statuses, statuses  # the outage happened mid-load
         assert all(code == "storage_unavailable" and retry for status, code, retry in outcomes if status == 503)
+        self.wait_for_storage()
         for i in range(4):
             status, body, _ = self.call("/v1/demo/phone", json.loads(bodies[i]), token=tokens[i])
             assert status == 200, body
