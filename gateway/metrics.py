@@ -12,6 +12,8 @@ import os
 import tempfile
 from typing import Any
 
+from gateway.storage import EVENT_STATUSES
+
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 STEP_BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.25, 1.0, 5.0)
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -118,7 +120,7 @@ class Metrics:
         self.reloads.labels("refused").inc()
 
     def set_outbox(self, counts: dict[str, int]) -> None:
-        for status in ("pending", "delivering", "delivered", "dead"):
+        for status in EVENT_STATUSES:
             self.outbox.labels(status).set(counts.get(status, 0))
 
     def render(self) -> bytes:

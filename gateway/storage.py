@@ -15,13 +15,15 @@ from __future__ import annotations
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict
 
 STORAGE_API_VERSION = 1
 
 EventStatus = Literal["pending", "delivering", "delivered", "dead"]
+# Read off the Literal so that the CLI's choices, the outbox gauge and the storages' counts cannot drift from it.
+EVENT_STATUSES: tuple[EventStatus, ...] = get_args(EventStatus)
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,6 +4,8 @@
 - :class:`GatewayTestCase` serves a whole configuration (the embedded default unless
   told otherwise) on a real port, with the sandbox as WeChat, in Tornado's
   ``AsyncHTTPTestCase``; its helpers play the mini program.
+- :class:`LeakWatch` records what those tests showed and the secrets they must not show;
+  the pytest plugin :mod:`gateway.pytest_plugin` fails the session if one leaked.
 """
 
 from __future__ import annotations
@@ -37,8 +39,8 @@ TEST_APPID = "wx0000000000test0"
 class LeakWatch:
     """What the test runs showed clients, and the secrets they must never show.
 
-    ``GatewayTestCase`` feeds it; wxgate's own suite checks it once at the end of the
-    session (tests/conftest.py), so every test's traffic is covered.
+    ``GatewayTestCase`` feeds it; the pytest plugin :mod:`gateway.pytest_plugin` checks it
+    once at the end of the session, so every test's traffic is covered.
     """
 
     bodies: list[str] = []

@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import inspect
 import re
-from pathlib import Path
 from typing import Any
 
 import yaml
@@ -24,8 +23,8 @@ from gateway.config import DEFAULT_CONFIG, FLOWS, AppConfig, EndpointConfig, Ser
 from gateway.errors import WECHAT_ERRCODES, GatewayError, all_error_classes
 from gateway.hookspecs import HOOK_NAMES
 from gateway.registry import Registry
+from tests.helpers import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text(encoding="utf-8")
 PLUGINS_GUIDE = (ROOT / "docs" / "plugins.md").read_text(encoding="utf-8")
 HOOKS_GUIDE = (ROOT / "docs" / "hooks.md").read_text(encoding="utf-8")

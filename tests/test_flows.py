@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import json
-import socket
 import time
 from dataclasses import replace
 from typing import Any
@@ -12,6 +11,7 @@ from urllib.parse import quote
 
 from gateway.sandbox.world import phone_for
 from gateway.testing import GatewayTestCase
+from tests.helpers import free_port
 
 
 class LoginFlowTest(GatewayTestCase):
@@ -290,13 +290,6 @@ class UserInfoFlowTest(GatewayTestCase):
         assert (status, body["error"]["code"]) == (422, "unexpected_payload")
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 _TWO_APPS = """
 pipelines:
   login: [code2session, issue_session]
@@ -325,7 +318,7 @@ apps:
 
 class UpstreamTroubleTest(GatewayTestCase):
     def get_config(self) -> Any:
-        self.config_text = _TWO_APPS.replace("{closed_port}", str(_free_port()))
+        self.config_text = _TWO_APPS.replace("{closed_port}", str(free_port()))
         return super().get_config()
 
     def test_upstream_down_is_502(self) -> None:

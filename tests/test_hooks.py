@@ -4,17 +4,16 @@ is isolated and named in the log; a bad implementation is refused at registratio
 from __future__ import annotations
 
 import asyncio
-import io
-import json
 import time
 from typing import Any
 
 import pluggy
 import pytest
+import structlog
+from structlog.testing import capture_logs
 
 from gateway.hooks import Hooks
 from gateway.hookspecs import HOOK_NAMES, hookimpl
-from gateway.logs import configure_logging
 from gateway.sandbox.world import phone_for
 from gateway.testing import GatewayTestCase
 
@@ -89,16 +88,10 @@ class HooksTest(GatewayTestCase):
 
     def setUp(self) -> None:
         RECORDER.calls.clear()
-        self.log = io.StringIO()
-        configure_logging("json", stream=self.log)
+        # format_exc_info: hook_failed's traceback is asserted on as the log shows it
+        self.logs = self.enterContext(capture_logs(processors=[structlog.processors.format_exc_info]))
         super().setUp()
         self.gateway.hooks.timeout = 1.0  # bounds the Slow plugin's background calls
-
-    def tearDown(self) -> None:
-        super().tearDown()
-        from tests.conftest import SUITE_LOG
-
-        configure_logging("json", stream=SUITE_LOG)
 
     def test_hooks_fire_with_their_arguments(self) -> None:
         assert RECORDER.of("startup")[0]["apps"] == ["demo"]
@@ -152,7 +145,7 @@ class HooksTest(GatewayTestCase):
         self.gateway.hooks.timeout = 0.2
         self.call("/v1/demo/login", {"code": self.wx_login("joe")})
         self.io_loop.run_sync(lambda: asyncio.sleep(0.4))
-        events = [json.loads(line) for line in self.log.getvalue().splitlines()]
+        events = self.logs
         failed = [e for e in events if e["event"] == "hook_failed"]
         assert failed
         assert failed[0]["hook"] == "wxgate_user_logged_in"

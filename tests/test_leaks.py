@@ -2,31 +2,25 @@
 
 from __future__ import annotations
 
-import io
 import json
 import time
 from typing import Any
 
 import structlog
 
-from gateway.logs import configure_logging, mask_phone, redact
+from gateway.logs import mask_phone, redact
 from gateway.sandbox.world import phone_for
 from gateway.testing import GatewayTestCase
+from tests.helpers import rendered_log
 
 USERS = ["leak-a", "leak-b", "leak-c"]
 
 
 class NoLeakTest(GatewayTestCase):
     def setUp(self) -> None:
-        self.log = io.StringIO()
-        configure_logging("json", stream=self.log)
+        # The rendered lines, not the events: what must not leak is what a log line shows.
+        self.log = self.enterContext(rendered_log())
         super().setUp()
-
-    def tearDown(self) -> None:
-        super().tearDown()
-        from tests.conftest import SUITE_LOG
-
-        configure_logging("json", stream=SUITE_LOG)
 
     def exercise(self) -> tuple[list[str], list[str]]:
         """Every flow, good and bad; returns what the client saw and the login tokens."""
@@ -108,14 +102,8 @@ def test_redact_masks_phones_and_drops_secret_keys() -> None:
 
 
 def test_configured_logger_applies_redaction() -> None:
-    buffer = io.StringIO()
-    configure_logging("json", stream=buffer)
-    try:
+    with rendered_log() as buffer:
         structlog.get_logger("t").info("plugin_said", secret="hunter22", phone="13812345678")
-    finally:
-        from tests.conftest import SUITE_LOG
-
-        configure_logging("json", stream=SUITE_LOG)
     line = json.loads(buffer.getvalue())
     assert line["secret"] == "***"
     assert line["phone"] == "138****5678"

@@ -15,8 +15,8 @@ from gateway.config import parse_config
 from gateway.errors import ConfigError, GatewayError, StorageUnavailable
 from gateway.sealing import key_id, new_key_text, parse_key
 from gateway.storage import AccessToken
+from tests.helpers import free_port
 from tests.test_storage_contract import KEY_A, KEY_B
-from wxgate_plugins.storages.embedded_mongo import free_port
 from wxgate_plugins.storages.mongo import MongoOptions, MongoStorage
 
 

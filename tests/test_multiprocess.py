@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from gateway.sandbox.world import phone_for
-from tests.test_cli import ROOT, WXGATE, free_port, post, run_cli, wait_until_up
+from tests.helpers import ROOT, WXGATE, free_port, post, run_cli, wait_until_up
 from tests.test_storage_contract import STORAGE_KEY
 
 

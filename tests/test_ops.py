@@ -17,7 +17,7 @@ import pytest
 from gateway.config import parse_config
 from gateway.openapi import build_openapi
 from gateway.testing import GatewayTestCase
-from tests.test_cli import ROOT, WXGATE, free_port, post, run_cli, wait_until_up
+from tests.helpers import ROOT, WXGATE, free_port, post, run_cli, wait_until_up
 
 CONFIG = """
 storage: {plugin: memory}

@@ -8,7 +8,7 @@ from typing import Any
 
 from gateway.sandbox.world import phone_for
 from gateway.testing import GatewayTestCase
-from tests.test_flows import _free_port
+from tests.helpers import free_port
 
 CONFIG = """
 storage: {{plugin: memory}}
@@ -29,7 +29,7 @@ apps:
 
 class ResilienceTest(GatewayTestCase):
     def get_config(self) -> Any:
-        self.config_text = CONFIG.format(port=_free_port())
+        self.config_text = CONFIG.format(port=free_port())
         return super().get_config()
 
     def sleep(self, seconds: float) -> None:

@@ -41,7 +41,7 @@ from schemathesis.checks import (
 
 from gateway.errors import all_error_classes
 from gateway.openapi import build_openapi
-from tests.test_cli import ROOT, WXGATE, free_port, post, wait_until_up
+from tests.helpers import ROOT, WXGATE, free_port, post, wait_until_up
 
 EXAMPLES = 25
 ANSWER_SECONDS = 5.0

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_cli import WXGATE, post
+from tests.helpers import WXGATE, post
 from tests.test_multiprocess import Cluster
 from tests.test_storage_contract import STORAGE_KEY
 from tests.webhook_receiver import Receiver

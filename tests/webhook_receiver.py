@@ -10,7 +10,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from wxgate_plugins.storages.embedded_mongo import free_port
+from tests.helpers import free_port
 
 
 class Receiver:

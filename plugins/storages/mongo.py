@@ -29,6 +29,7 @@ from gateway import StorageOptions
 from gateway.errors import GatewayError, StorageUnavailable
 from gateway.sealing import KeyRing, SealError, new_key_text, parse_key
 from gateway.storage import (
+    EVENT_STATUSES,
     AccessToken,
     EventStatus,
     LoginSession,
@@ -497,8 +498,8 @@ class MongoStorage(Storage):
 
     @_guarded
     async def count_events(self) -> dict[str, int]:
-        counts = {}
-        for status in ("pending", "delivering", "delivered", "dead"):
+        counts: dict[str, int] = {}
+        for status in EVENT_STATUSES:
             counts[status] = int(await self.db.outbox.count_documents({"status": status}))
         return counts
 

@@ -1,4 +1,4 @@
-"""``wxgate dry-run``: run one flow of a configuration against the sandbox, as a mini
+"""The engine of ``wxgate dry-run``: run one flow of a configuration against the sandbox, as a mini
 program would, and show what each step did. Nothing real is touched: storage is
 memory, webhooks are off, every app talks to the in-process sandbox."""
 

@@ -1,0 +1,47 @@
+"""``wxgate reload``: validate a configuration, then signal the running gateway to load it."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+from pathlib import Path
+
+from gateway.cli.base import RUNTIME_FAILURE, USAGE_ERROR, CLIError, Subcommands, add_command, add_config_option
+from gateway.config import Config, load_config
+
+
+def add_reload(sub: Subcommands) -> None:
+    parser = add_command(
+        sub, "reload", _reload, help="validate a configuration, then tell the running gateway to load it"
+    )
+    add_config_option(parser)
+    parser.add_argument("--pid", type=int, help="the gateway's pid (default: read server.pid_file)")
+
+
+def _reload(args: argparse.Namespace) -> int:
+    config = load_config(args.config)  # refuse here, with file:line, before bothering the gateway
+    pid = args.pid if args.pid is not None else _running_pid(config, args.config)
+    try:
+        os.kill(pid, signal.SIGHUP)
+    except ProcessLookupError as exc:
+        raise CLIError(f"no process {pid} (is the gateway running?)", RUNTIME_FAILURE) from exc
+    print(f"{args.config}: valid (digest {config.digest}); reload signal sent to {pid}")
+    return 0
+
+
+def _running_pid(config: Config, path: str) -> int:
+    """The pid in ``server.pid_file``, once sure that gateway re-reads ``path``: SIGHUP makes it
+    load its own file again, so a signal after editing another file would change nothing."""
+    if not config.server.pid_file:
+        raise CLIError("give --pid, or set server.pid_file in the configuration", USAGE_ERROR)
+    try:
+        lines = Path(config.server.pid_file).read_text().splitlines()
+        pid = int(lines[0])
+    except (OSError, ValueError, IndexError) as exc:
+        # the gateway removes its pid file when it stops: most often, nothing runs to reload
+        raise CLIError(f"cannot read {config.server.pid_file}: {exc}", RUNTIME_FAILURE) from exc
+    running = lines[1] if len(lines) > 1 else ""
+    if running and running != str(Path(path).resolve()):
+        raise CLIError(f"the gateway re-reads {running}, not {path}; edit that file and reload", USAGE_ERROR)
+    return pid

@@ -1,0 +1,50 @@
+"""``wxgate sandbox``: serve only the fake WeChat upstream, for gateways and load tools to point at."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+
+import tornado.netutil
+from tornado.httpserver import HTTPServer
+
+from gateway.cli.base import Subcommands, add_command, add_config_option
+from gateway.config import load_config
+from gateway.logs import configure_logging, get_logger
+from gateway.sandbox import SandboxApp, SandboxWorld, make_sandbox_app
+
+
+def add_sandbox(sub: Subcommands) -> None:
+    parser = add_command(sub, "sandbox", _sandbox, help="run only the fake WeChat upstream")
+    add_config_option(parser, "apps to simulate")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8081)
+    parser.add_argument(
+        "--reusable-codes", action="store_true", help="benchmarks only: codes may be redeemed more than once"
+    )
+
+
+def _sandbox(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    configure_logging(config.server.log_format)
+    world = SandboxWorld(
+        apps=[SandboxApp(a.name, a.appid, a.secret.get_secret_value()) for a in config.apps.values()],
+        reusable_codes=args.reusable_codes,
+    )
+    asyncio.run(_serve_until_stopped(world, args.host, args.port))
+    return 0
+
+
+async def _serve_until_stopped(world: SandboxWorld, host: str, port: int) -> None:
+    server = HTTPServer(make_sandbox_app(world))
+    sockets = tornado.netutil.bind_sockets(port, host)
+    server.add_sockets(sockets)
+    bound = sockets[0].getsockname()[1]
+    get_logger().info("sandbox_started", url=f"http://{host}:{bound}", apps=[a.name for a in world.apps])
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    server.stop()
