@@ -20,6 +20,7 @@ import tornado.web
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from tornado.http1connection import parse_int
+from tornado.iostream import StreamClosedError
 from tornado.tcpclient import TCPClient
 
 from gateway.testing import GatewayTestCase
@@ -29,7 +30,9 @@ FRAMING_MESSAGES = (
     "The Content-Length header is malformed.",
     "The body's framing is malformed (Transfer-Encoding).",
 )
-MAX_BODY = 4096
+# Bodies small enough to arrive with the headers in one read: a server that refuses
+# early then has nothing unread, and closes without a reset that would lose its answer.
+MAX_BODY = 64
 
 
 class _Accept(tornado.web.RequestHandler):
@@ -52,9 +55,11 @@ def _declared_length(value: str) -> int | None:
 
 
 lengths = st.one_of(
-    st.text(alphabet="0123456789 ,\t+-x", max_size=8),
-    st.integers(0, 64).map(str),
-    st.integers(0, 64).flatmap(lambda n: st.sampled_from([f"{n},{n}", f"{n}, {n}", f"{n} ,{n}", f"{n},\t{n}"])),
+    st.text(alphabet="0123456789 ,\t+-x", max_size=8).filter(lambda v: (_declared_length(v) or 0) <= MAX_BODY),
+    st.integers(0, MAX_BODY).map(str),
+    st.integers(0, MAX_BODY).flatmap(
+        lambda n: st.sampled_from([f"{n},{n}", f"{n}, {n}", f"{n} ,{n}", f"{n},\t{n}", f"{n}, {n + 1}"])
+    ),
 )
 hosts = st.one_of(
     st.none(),
@@ -82,7 +87,11 @@ class FramingTest(GatewayTestCase):
             await stream.write(raw)
             return await asyncio.wait_for(stream.read_until_close(), 5)
 
-        data = self.io_loop.run_sync(go)
+        try:
+            data = self.io_loop.run_sync(go)
+        except StreamClosedError as exc:
+            which = "reference" if port == self.reference_port else "gateway"
+            raise AssertionError(f"{which} closed: {exc.real_error!r} for {raw!r}") from exc
         head, _, body = data.partition(b"\r\n\r\n")
         lines = head.decode("latin-1").split("\r\n")
         headers = dict(line.split(": ", 1) for line in lines[1:] if ": " in line)

@@ -43,10 +43,10 @@ from gateway.config import DEFAULT_CONFIG
 from gateway.errors import all_error_classes
 from gateway.flow_request import FORBIDDEN_RESPONSE_KEYS, STRING_FIELDS
 from gateway.openapi import build_openapi
+from gateway.pytest_plugin import SUITE_LOG
 from gateway.testing import GatewayTestCase, LeakWatch
 from gateway.wechat import crypto
 from gateway.wechat.crypto import DecryptionFailed, MalformedInput
-from tests.conftest import SUITE_LOG
 
 
 def budget(examples: int) -> settings:
@@ -278,6 +278,7 @@ def test_repair_base64_undoes_plus_to_space_and_wrapping(raw: bytes, width: int,
 @budget(150)
 @given(payload=JSON_OBJECTS, iv=st.binary(min_size=16, max_size=16), width=st.integers(1, 80))
 @example(payload={"phone": "\u4f60\u597d \U0001f600 \u202e\x00"}, iv=bytes(16), width=64)
+@example(payload={"n": -9223372036854775809, "m": 18446744073709551616}, iv=bytes(16), width=64)  # past 64 bits
 def test_encrypt_json_round_trips_through_damage(payload: dict[str, Any], iv: bytes, width: int) -> None:
     data, iv_b64 = crypto.encrypt_json(KEY_B64, payload, iv=iv)
     # Independent decryption: encrypt_json produces standard AES-CBC/PKCS#7 of UTF-8 JSON.
