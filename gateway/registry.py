@@ -4,6 +4,10 @@ Built-in plugins are registered in ``setup.cfg`` under the same entry-point grou
 third-party package uses (``wxgate.steps``, ``wxgate.storages``): there is no private
 back door. A plugin that does not declare what the interface requires is refused
 with an error naming its distribution.
+
+A plugin installed from a distribution need not declare a ``version``: it then has the
+distribution's, as Datasette reports its plugins' versions. The built-ins declare none,
+so they are always the version of wxgate they ship in.
 """
 
 from __future__ import annotations
@@ -25,6 +29,18 @@ STORAGE_GROUP = "wxgate.storages"
 
 class PluginError(Exception):
     """A plugin could not be loaded or does not fit the interface."""
+
+
+# Classes given their distribution's version by _check. For a subclass that declares no
+# version, that is not a declared one: it has its own distribution's, whichever is checked first.
+_VERSIONS_FROM_DISTRIBUTIONS: set[type[Any]] = set()
+
+
+def _declared_version(cls: type[Any]) -> object:
+    for klass in cls.__mro__:
+        if "version" in vars(klass) and klass not in _VERSIONS_FROM_DISTRIBUTIONS:
+            return vars(klass)["version"]
+    return None
 
 
 def _origin(ep: EntryPoint | None) -> str:
@@ -52,9 +68,15 @@ def _check(
     declared = getattr(obj, "name", None)
     if declared != name:
         raise PluginError(f"{kind} {name!r} from {where} declares name {declared!r}; they must be equal")
-    version = getattr(obj, "version", None)
+    version = _declared_version(obj)
+    version_of_dist: str | None = None
+    if version is None and ep is not None and ep.dist is not None:
+        version = version_of_dist = ep.dist.version
     if not isinstance(version, str) or not version:
-        raise PluginError(f"{kind} {name!r} from {where} declares no version string")
+        raise PluginError(
+            f"{kind} {name!r} from {where} declares no version string "
+            "(only one installed from a distribution may leave it out: it then has the distribution's)"
+        )
     options = getattr(obj, "Options", None)
     if not (inspect.isclass(options) and issubclass(options, options_base)):
         # the base refuses unknown keys: a typo in YAML must not pass silently
@@ -68,6 +90,10 @@ def _check(
             f"{kind} {name!r} from {where} targets interface version {declared_api}; "
             f"this wxgate provides version {api_version}"
         )
+    if version_of_dist is not None:  # on the class, where `wxgate version` and the plugin's own code read it
+        cls: type[Any] = obj
+        cls.version = version_of_dist
+        _VERSIONS_FROM_DISTRIBUTIONS.add(cls)
 
 
 @dataclass

@@ -21,8 +21,6 @@ class CheckSessionOptions(StepOptions):
 
 class CheckSession(Step[CheckSessionOptions]):
     name: ClassVar[str] = "check_session"
-    version: ClassVar[str] = "1.0.0"
-    Options: ClassVar[type[StepOptions]] = CheckSessionOptions
 
     async def __call__(self, ctx: Context) -> None:
         if ctx.token is None:

@@ -12,7 +12,6 @@ class Code2Session(Step[StepOptions]):
     """Reads the ``code`` field; records the session_key (the former one is kept as previous)."""
 
     name: ClassVar[str] = "code2session"
-    version: ClassVar[str] = "1.0.0"
     single_use = True  # the code is redeemed at WeChat
 
     async def __call__(self, ctx: Context) -> None:

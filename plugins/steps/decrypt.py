@@ -33,8 +33,6 @@ class DecryptOptions(StepOptions):
 
 class Decrypt(Step[DecryptOptions]):
     name: ClassVar[str] = "decrypt"
-    version: ClassVar[str] = "1.0.0"
-    Options: ClassVar[type[StepOptions]] = DecryptOptions
 
     async def __call__(self, ctx: Context) -> None:
         data, iv = ctx.fields.get("encryptedData"), ctx.fields.get("iv")

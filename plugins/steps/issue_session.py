@@ -18,8 +18,6 @@ class IssueSessionOptions(StepOptions):
 
 class IssueSession(Step[IssueSessionOptions]):
     name: ClassVar[str] = "issue_session"
-    version: ClassVar[str] = "1.0.0"
-    Options: ClassVar[type[StepOptions]] = IssueSessionOptions
 
     async def __call__(self, ctx: Context) -> None:
         session = ctx.require_session()

@@ -18,8 +18,6 @@ class MaskGuardOptions(StepOptions):
 
 class MaskGuard(Step[MaskGuardOptions]):
     name: ClassVar[str] = "mask_guard"
-    version: ClassVar[str] = "1.0.0"
-    Options: ClassVar[type[StepOptions]] = MaskGuardOptions
 
     async def __call__(self, ctx: Context) -> None:
         for field in self.options.fields:

@@ -32,8 +32,6 @@ class PersistPhoneOptions(StepOptions):
 
 class PersistPhone(Step[PersistPhoneOptions]):
     name: ClassVar[str] = "persist_phone"
-    version: ClassVar[str] = "1.0.0"
-    Options: ClassVar[type[StepOptions]] = PersistPhoneOptions
 
     async def __call__(self, ctx: Context) -> None:
         session = ctx.require_session()

@@ -13,7 +13,6 @@ class PersistUser(Step[StepOptions]):
     on a first login) for later steps."""
 
     name: ClassVar[str] = "persist_user"
-    version: ClassVar[str] = "1.0.0"
 
     async def __call__(self, ctx: Context) -> None:
         session = ctx.require_session()

@@ -22,9 +22,7 @@ class PhoneCodeOptions(StepOptions):
 
 class PhoneCode(Step[PhoneCodeOptions]):
     name: ClassVar[str] = "phone_code"
-    version: ClassVar[str] = "1.0.0"
     single_use = True  # the code is redeemed at WeChat
-    Options: ClassVar[type[StepOptions]] = PhoneCodeOptions
 
     async def __call__(self, ctx: Context) -> None:
         code = read_code(ctx, "getPhoneNumber", hint="Send e.detail.code unchanged.")

@@ -26,8 +26,6 @@ class RateLimitOptions(StepOptions):
 
 class RateLimit(Step[RateLimitOptions]):
     name: ClassVar[str] = "rate_limit"
-    version: ClassVar[str] = "1.0.0"
-    Options: ClassVar[type[StepOptions]] = RateLimitOptions
 
     async def __call__(self, ctx: Context) -> None:
         per, window = self.options.per, self.options.window

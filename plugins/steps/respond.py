@@ -16,8 +16,6 @@ class RespondOptions(StepOptions):
 
 class Respond(Step[RespondOptions]):
     name: ClassVar[str] = "respond"
-    version: ClassVar[str] = "1.0.0"
-    Options: ClassVar[type[StepOptions]] = RespondOptions
 
     async def __call__(self, ctx: Context) -> None:
         wanted = self.options.fields if self.options.fields is not None else list(ctx.data)

@@ -17,7 +17,6 @@ from gateway.wechat.crypto import token_hash
 
 class RevokeSession(Step[StepOptions]):
     name: ClassVar[str] = "revoke_session"
-    version: ClassVar[str] = "1.0.0"
 
     async def __call__(self, ctx: Context) -> None:
         if ctx.token is None:

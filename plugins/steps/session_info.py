@@ -23,8 +23,6 @@ class SessionInfoOptions(StepOptions):
 
 class SessionInfo(Step[SessionInfoOptions]):
     name: ClassVar[str] = "session_info"
-    version: ClassVar[str] = "1.0.0"
-    Options: ClassVar[type[StepOptions]] = SessionInfoOptions
 
     async def __call__(self, ctx: Context) -> None:
         session = ctx.require_session()

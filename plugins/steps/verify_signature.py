@@ -17,8 +17,6 @@ class VerifySignatureOptions(StepOptions):
 
 class VerifySignature(Step[VerifySignatureOptions]):
     name: ClassVar[str] = "verify_signature"
-    version: ClassVar[str] = "1.0.0"
-    Options: ClassVar[type[StepOptions]] = VerifySignatureOptions
 
     async def __call__(self, ctx: Context) -> None:
         raw, signature = ctx.fields.get("rawData"), ctx.fields.get("signature")

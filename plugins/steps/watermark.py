@@ -28,8 +28,6 @@ class WatermarkOptions(StepOptions):
 
 class Watermark(Step[WatermarkOptions]):
     name: ClassVar[str] = "watermark"
-    version: ClassVar[str] = "1.0.0"
-    Options: ClassVar[type[StepOptions]] = WatermarkOptions
 
     def __init__(self, options: WatermarkOptions) -> None:
         super().__init__(options)

@@ -24,8 +24,6 @@ class WebhookOptions(StepOptions):
 
 class Webhook(Step[WebhookOptions]):
     name: ClassVar[str] = "webhook"
-    version: ClassVar[str] = "1.0.0"
-    Options: ClassVar[type[StepOptions]] = WebhookOptions
 
     async def __call__(self, ctx: Context) -> None:
         session = ctx.require_session()

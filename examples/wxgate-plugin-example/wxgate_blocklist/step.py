@@ -34,7 +34,6 @@ class BlocklistOptions(StepOptions):
 class PhoneBlocklist(Step[BlocklistOptions]):
     name: ClassVar[str] = "phone_blocklist"
     version: ClassVar[str] = "1.0.0"
-    Options: ClassVar[type[StepOptions]] = BlocklistOptions
 
     def __init__(self, options: BlocklistOptions) -> None:
         super().__init__(options)
