@@ -4,7 +4,7 @@ This module is the public plugin API (version 1): everything a third-party step 
 storage needs is importable from here.
 """
 
-from gateway.context import Context, Session
+from gateway.context import Context, Outcome, Session
 from gateway.errors import GatewayError
 from gateway.secret import Secret
 from gateway.step import STEP_API_VERSION, Step, StepOptions
@@ -18,6 +18,7 @@ __all__ = [
     "Context",
     "GatewayError",
     "LoginSession",
+    "Outcome",
     "Secret",
     "Session",
     "SessionKeys",

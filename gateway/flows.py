@@ -117,7 +117,7 @@ def notify_outcome(gateway: Gateway, ctx: Context, app_name: str) -> None:
         return
     common = {"request_id": ctx.request_id, "app": app_name, "appid": ctx.app.appid, "openid": session.openid}
     if ctx.flow in LOGIN_FLOWS and hooks.has("wxgate_user_logged_in"):
-        user = ctx.state.get("wxgate.user")
+        user = ctx.outcome.user
         first = user.logins == 1 if user is not None else None
         hooks.notify("wxgate_user_logged_in", unionid=session.unionid, first_login=first, **common)
     pure, country = ctx.data.get("purePhoneNumber"), ctx.data.get("countryCode")

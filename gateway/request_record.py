@@ -87,7 +87,7 @@ def record_request(gateway: Gateway, record: RequestRecord, status: int) -> None
         return
     # labels only from configured apps and flows: never from what a client typed
     gateway.metrics.request(record.app, record.flow, status, duration_ms / 1000.0, ctx.timings)
-    limited = ctx.state.get("wxgate.rate_limited")
+    limited = ctx.outcome.rate_limited
     if limited:
         gateway.metrics.limited(record.app, record.flow, limited)
     gateway.hooks.notify(

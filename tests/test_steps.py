@@ -337,7 +337,7 @@ def test_decrypt_phone() -> None:
     ctx = decrypt_ctx(encrypt(payload, KEY_NEW), previous=KEY_OLD)
     run(Decrypt(DecryptOptions(kind="phone"))(ctx))
     assert ctx.data == payload
-    assert "wxgate.used_previous_session_key" not in ctx.state
+    assert ctx.outcome.used_previous_session_key is False
 
 
 def test_decrypt_repairs_query_string_damage() -> None:
@@ -386,7 +386,7 @@ def test_decrypt_wrong_key() -> None:
     assert type(err) is DecryptFailed
     assert err.code == "decrypt_failed"
     assert ctx.data == {}
-    assert "wxgate.used_previous_session_key" not in ctx.state
+    assert ctx.outcome.used_previous_session_key is False
 
 
 def test_decrypt_falls_back_to_previous_key() -> None:
@@ -394,7 +394,7 @@ def test_decrypt_falls_back_to_previous_key() -> None:
     ctx = decrypt_ctx(encrypt(payload, KEY_OLD), current=KEY_NEW, previous=KEY_OLD)
     run(Decrypt(DecryptOptions(kind="phone"))(ctx))
     assert ctx.data == payload
-    assert ctx.state["wxgate.used_previous_session_key"] is True
+    assert ctx.outcome.used_previous_session_key is True
 
 
 def test_decrypt_without_previous_key_fails() -> None:
@@ -406,7 +406,7 @@ def test_decrypt_try_previous_key_false_disables_fallback() -> None:
     ctx = decrypt_ctx(encrypt(phone_payload(), KEY_OLD), current=KEY_NEW, previous=KEY_OLD)
     err = error_of(Decrypt(DecryptOptions(kind="phone", try_previous_key=False)), ctx)
     assert type(err) is DecryptFailed
-    assert "wxgate.used_previous_session_key" not in ctx.state
+    assert ctx.outcome.used_previous_session_key is False
 
 
 def test_decrypt_needs_a_session() -> None:

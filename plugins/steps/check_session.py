@@ -2,7 +2,7 @@
 
 It reads the storage on every request (no cache in the process), so a revoked token
 is refused at once by every process and host. The session it finds is left in
-``ctx.state["wxgate.login"]`` (a :class:`~gateway.storage.LoginSession`)."""
+``ctx.outcome.login`` (a :class:`~gateway.storage.LoginSession`)."""
 
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ class CheckSession(Step[CheckSessionOptions]):
             raise SessionInvalid()
         if login.expired():
             raise SessionExpired()
-        ctx.state["wxgate.login"] = login  # session_info and revoke_session read it
+        ctx.outcome.login = login  # session_info reads it
         keys = await ctx.storage.get_session_keys(login.appid, login.openid)
         if keys is None:
             raise SessionInvalid(log_detail="session without session keys")

@@ -68,6 +68,6 @@ def _decrypt_with(keys: list[Secret], iv: str, data: str, ctx: Context) -> dict[
             continue
         if attempt:
             ctx.log.info("session_key_fallback", openid=ctx.session.openid if ctx.session else None)
-            ctx.state["wxgate.used_previous_session_key"] = True
+            ctx.outcome.used_previous_session_key = True
         return payload
     raise DecryptFailed()

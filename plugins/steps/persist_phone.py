@@ -52,4 +52,4 @@ class PersistPhone(Step[PersistPhoneOptions]):
         else:
             binding = PhoneBinding(key=f"+{country}:{masked}", masked=masked, country_code=country)
         await ctx.storage.bind_phone(ctx.app.appid, session.openid, binding, time.time())
-        ctx.state["wxgate.phone"] = binding
+        ctx.outcome.phone = binding

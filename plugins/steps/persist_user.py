@@ -17,4 +17,4 @@ class PersistUser(Step[StepOptions]):
     async def __call__(self, ctx: Context) -> None:
         session = ctx.require_session()
         user = await ctx.storage.upsert_user(ctx.app.appid, session.openid, session.unionid, time.time())
-        ctx.state["wxgate.user"] = user
+        ctx.outcome.user = user

@@ -35,7 +35,7 @@ class RateLimit(Step[RateLimitOptions]):
         ends = (index + 1) * window
         key = f"rl:{ctx.app.appid}:{ctx.flow}:{per}:{window}:{who}:{index}"
         if await ctx.storage.incr_counter(key, ends + 5) > self.options.limit:
-            ctx.state["wxgate.rate_limited"] = per
+            ctx.outcome.rate_limited = per
             raise RateLimited(
                 f"Too many requests from this {'address' if per == 'ip' else 'user'}.",
                 retry_after=max(1, math.ceil(ends - now)),

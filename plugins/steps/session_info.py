@@ -14,7 +14,6 @@ from typing import ClassVar
 from pydantic import Field
 
 from gateway import Context, Step, StepOptions
-from gateway.storage import LoginSession
 
 
 class SessionInfoOptions(StepOptions):
@@ -26,8 +25,8 @@ class SessionInfo(Step[SessionInfoOptions]):
 
     async def __call__(self, ctx: Context) -> None:
         session = ctx.require_session()
-        login = ctx.state.get("wxgate.login")
-        if not isinstance(login, LoginSession):
+        login = ctx.outcome.login
+        if login is None:
             raise TypeError("session_info runs after check_session")  # a pipeline mistake: step_failed
         phone = None
         if self.options.phone:

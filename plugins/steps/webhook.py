@@ -28,7 +28,7 @@ class Webhook(Step[WebhookOptions]):
     async def __call__(self, ctx: Context) -> None:
         session = ctx.require_session()
         payload: dict[str, Any] = {"openid": session.openid, "unionid": session.unionid, "request_id": ctx.request_id}
-        user = ctx.state.get("wxgate.user")
+        user = ctx.outcome.user
         if user is not None:
             payload["first_login"] = user.logins == 1
         pure, country = ctx.data.get("purePhoneNumber"), ctx.data.get("countryCode")
@@ -41,4 +41,4 @@ class Webhook(Step[WebhookOptions]):
         # what the request carried (the same retried gives the same event; a logout, its own)
         carried = canonical_request_key(ctx.app.appid, ctx.fields, ctx.request_id)
         fingerprint = hashlib.sha256("|".join([session.openid, ctx.flow, carried]).encode()).hexdigest()
-        ctx.state["wxgate.event_id"] = await ctx.events.emit(self.options.event, ctx.app, payload, key=fingerprint)
+        ctx.outcome.event_ids.append(await ctx.events.emit(self.options.event, ctx.app, payload, key=fingerprint))
