@@ -21,7 +21,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from gateway.step import STEP_API_VERSION, Step, StepOptions
-from gateway.storage import STORAGE_API_VERSION, Storage, StorageOptions
+from gateway.storage import METHODS_ADDED_IN, STORAGE_API_VERSION, Storage, StorageOptions
 
 STEP_GROUP = "wxgate.steps"
 STORAGE_GROUP = "wxgate.storages"
@@ -58,13 +58,22 @@ def _check(
     obj: Any,
     name: str,
     ep: EntryPoint | None,
+    added_in: Mapping[str, int] | None = None,
 ) -> None:
+    added_in = added_in or {}
     where = _origin(ep)
     if not (inspect.isclass(obj) and issubclass(obj, base)):
         raise PluginError(f"{kind} {name!r} from {where} is not a subclass of {base.__module__}.{base.__name__}")
     if inspect.isabstract(obj):
-        missing = ", ".join(sorted(getattr(obj, "__abstractmethods__", ())))
-        raise PluginError(f"{kind} {name!r} from {where} does not implement: {missing}")
+        absent = sorted(getattr(obj, "__abstractmethods__", ()))
+        message = f"{kind} {name!r} from {where} does not implement: {', '.join(absent)}"
+        newer = sorted({added_in[m] for m in absent if m in added_in})
+        if newer:
+            message += (
+                f" (added in {kind} interface version {newer[-1]}; it was written for an older version: "
+                f"this wxgate provides version {api_version})"
+            )
+        raise PluginError(message)
     declared = getattr(obj, "name", None)
     if declared != name:
         raise PluginError(f"{kind} {name!r} from {where} declares name {declared!r}; they must be equal")
@@ -111,7 +120,7 @@ class Registry:
 
     def add_storage(self, cls: type[Storage], ep: EntryPoint | None = None) -> None:
         name = ep.name if ep is not None else getattr(cls, "name", "?")
-        _check("storage", Storage, StorageOptions, STORAGE_API_VERSION, cls, name, ep)
+        _check("storage", Storage, StorageOptions, STORAGE_API_VERSION, cls, name, ep, METHODS_ADDED_IN)
         self._claim(f"storage {name!r}", self.storages.get(name), cls, ep)
         self.storages[name] = cls
 

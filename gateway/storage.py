@@ -19,7 +19,12 @@ from typing import Any, ClassVar, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict
 
-STORAGE_API_VERSION = 1
+# 2: list_login_sessions and delete_login_sessions (revoking by user) are new abstract
+# methods, which a storage written for 1 lacks.
+STORAGE_API_VERSION = 2
+# The interface version that added each method, so that a storage written for an older
+# version is refused with the version it needs, not only a list of missing methods.
+METHODS_ADDED_IN = {"delete_login_session": 2, "list_login_sessions": 2, "delete_login_sessions": 2}
 
 EventStatus = Literal["pending", "delivering", "delivered", "dead"]
 # Read off the Literal so that the CLI's choices, the outbox gauge and the storages' counts cannot drift from it.
@@ -151,6 +156,15 @@ class Storage(ABC):
     async def delete_login_session(self, token_hash: str) -> bool:
         """Revoke the token: gone for every process at once (no process may cache
         sessions). True when a session was removed, False when there was none."""
+
+    @abstractmethod
+    async def list_login_sessions(self, appid: str, openid: str) -> list[LoginSession]:
+        """The user's sessions that have not expired, oldest first (for ``wxgate sessions list``)."""
+
+    @abstractmethod
+    async def delete_login_sessions(self, appid: str, openid: str) -> int:
+        """Revoke every token of the user, for every process at once; returns how many
+        session records were removed."""
 
     # --- users and phones ---------------------------------------------------------------
 

@@ -10,9 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from structlog.testing import capture_logs
 
 from gateway.config import parse_config
-from gateway.errors import ConfigError, GatewayError, StorageUnavailable
+from gateway.errors import ConfigError, StorageUnavailable
 from gateway.sealing import key_id, new_key_text, parse_key
 from gateway.storage import AccessToken
 from tests.helpers import free_port
@@ -42,12 +43,13 @@ def test_secrets_are_sealed_at_rest(mongo_uri: str) -> None:
             for secret in (KEY_A, KEY_B, "ACCESS-TOKEN-VALUE"):
                 assert secret not in text
             assert raw_keys["key"].startswith(f"v1.{key_id(parse_key(key))}.")
-            # a sealed key copied onto another user's record does not open there
+            # a sealed key copied onto another user's record does not open there: absent, logged
             await storage.db.session_keys.insert_one({**raw_keys, "_id": "wxapp:o2"})
-            with pytest.raises(GatewayError) as caught:
-                await storage.get_session_keys("wxapp", "o2")
-            assert caught.value.status == 500
-            assert "encryption keys" in (caught.value.log_detail or "")
+            with capture_logs() as logs:
+                assert await storage.get_session_keys("wxapp", "o2") is None
+            (rejected,) = [e for e in logs if e["event"] == "storage_record_rejected"]
+            assert (rejected["collection"], rejected["id"]) == ("session_keys", "wxapp:o2")
+            assert raw_keys["key"] not in repr(rejected)
         finally:
             await storage.close()
 
@@ -82,10 +84,12 @@ def test_key_rotation_old_records_open_new_writes_use_new_key(mongo_uri: str) ->
         assert (keys.session_key, keys.previous_session_key) == (KEY_B, KEY_A)
         await new_only.close()
 
+        # without the key that wrote it, the record is absent (the user logs in again), not a 500
         old_only = mongo(mongo_uri, db, old)
         await old_only.start()
-        with pytest.raises(GatewayError):
-            await old_only.get_session_keys("wxapp", "o1")
+        with capture_logs() as logs:
+            assert await old_only.get_session_keys("wxapp", "o1") is None
+        assert [e["collection"] for e in logs if e["event"] == "storage_record_rejected"] == ["session_keys"]
         await old_only.close()
 
     asyncio.run(main())
@@ -121,9 +125,11 @@ def test_embedded_mode_starts_its_own_server_and_keeps_a_private_key(tmp_path: P
     assert storage.embedded is not None
     assert storage.embedded.process is not None
     assert storage.embedded.process.poll() is not None  # stopped with the storage
-    key_file = tmp_path / "data" / "storage.key"
+    # the key beside the data, not in it: a copy of the data directory alone does not open it
+    key_file = tmp_path / "keys" / "data.key"
     assert key_file.stat().st_mode & 0o777 == 0o600
     assert len(parse_key(key_file.read_text())) == 32
+    assert not (tmp_path / "data" / "storage.key").exists()
     assert (tmp_path / "data" / "wxgate.db").is_file()
 
     again = MongoStorage(options)

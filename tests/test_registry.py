@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from abc import abstractmethod
 from importlib.metadata import EntryPoint
 from typing import Any, ClassVar
 
@@ -398,3 +399,30 @@ def test_empty_pipeline_runs() -> None:
     run_pipeline(Pipeline.build("f", []), ctx)
     assert ctx.timings == {}
     assert ctx.response == {}
+
+
+def test_a_storage_written_for_interface_version_1_is_refused_with_the_version_it_needs() -> None:
+    from gateway.storage import STORAGE_API_VERSION, LoginSession
+    from wxgate_plugins.storages.memory import MemoryStorage
+
+    class OldStorage(MemoryStorage):
+        """A version-1 storage: everything but the methods version 2 added."""
+
+        name: ClassVar[str] = "old"
+        version: ClassVar[str] = "1.0.0"
+
+        @abstractmethod
+        async def delete_login_session(self, token_hash: str) -> bool: ...
+
+        @abstractmethod
+        async def list_login_sessions(self, appid: str, openid: str) -> list[LoginSession]: ...
+
+        @abstractmethod
+        async def delete_login_sessions(self, appid: str, openid: str) -> int: ...
+
+    with pytest.raises(PluginError) as caught:
+        Registry().add_storage(OldStorage)
+    message = str(caught.value)
+    assert "does not implement: delete_login_session, delete_login_sessions, list_login_sessions" in message
+    assert "added in storage interface version 2; it was written for an older version" in message
+    assert f"this wxgate provides version {STORAGE_API_VERSION}" in message

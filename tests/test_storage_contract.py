@@ -144,6 +144,36 @@ def test_deleted_login_session_is_gone(with_storage: Any) -> None:
     with_storage(body)
 
 
+def test_login_sessions_of_a_user_are_listed_and_revoked_together(with_storage: Any) -> None:
+    async def body(s: Storage) -> None:
+        now = float(int(time.time()))  # a storage may keep times to the millisecond only: compare whole ones
+        older = LoginSession("h-older", "wxapp", "o1", "u1", now - 10, now + 60)
+        newer = LoginSession("h-newer", "wxapp", "o1", "u1", now, now + 120)
+        await s.put_login_session(newer)
+        await s.put_login_session(older)
+        others = [
+            LoginSession("h-other-user", "wxapp", "o2", None, now, now + 60),
+            LoginSession("h-other-app", "wxother", "o1", None, now, now + 60),
+        ]
+        for session in others:
+            await s.put_login_session(session)
+        await s.put_login_session(LoginSession("h-expired", "wxapp", "o3", None, now - 120, now - 60))
+
+        assert await s.list_login_sessions("wxapp", "o1") == [older, newer]  # oldest first
+        assert await s.list_login_sessions("wxapp", "o3") == []  # expired: not live
+        assert await s.list_login_sessions("wxapp", "nobody") == []
+
+        assert await s.delete_login_sessions("wxapp", "o1") == 2
+        assert await s.get_login_session("h-older") is None
+        assert await s.get_login_session("h-newer") is None
+        assert await s.list_login_sessions("wxapp", "o1") == []
+        assert await s.delete_login_sessions("wxapp", "o1") == 0
+        for session in others:  # another user's, another app's: untouched
+            assert await s.get_login_session(session.token_hash) == session
+
+    with_storage(body)
+
+
 def test_users_upsert_keeps_first_seen(with_storage: Any) -> None:
     async def body(s: Storage) -> None:
         first = await s.upsert_user("wxapp", "o1", "u1", 100.0)

@@ -8,6 +8,7 @@
 - ``decrypt``, ``encrypt`` (:mod:`.crypto`): WeChat's open-data cipher by hand.
 - ``sandbox`` (:mod:`.sandbox`): only the fake WeChat upstream.
 - ``events list|retry|purge`` (:mod:`.events`): the webhook outbox of a shared storage.
+- ``sessions list|revoke`` (:mod:`.sessions`): a user's login sessions in a shared storage; revoke one or all.
 
 A command returns its exit code, or raises :class:`CLIError`; :func:`main` prints the message on
 stderr and exits with its code. Exit codes: 0 done, 1 runtime failure, 2 usage or configuration error.
@@ -29,6 +30,7 @@ from gateway.cli.events import add_events
 from gateway.cli.reload import add_reload
 from gateway.cli.sandbox import add_sandbox
 from gateway.cli.serve import add_serve
+from gateway.cli.sessions import add_sessions
 from gateway.cli.version import add_version
 from gateway.errors import ConfigError, GatewayError
 from gateway.registry import PluginError
@@ -70,6 +72,7 @@ def _parser() -> argparse.ArgumentParser:
         add_decrypt,
         add_encrypt,
         add_events,
+        add_sessions,
         add_pipelines,
         add_dry_run,
         add_reload,

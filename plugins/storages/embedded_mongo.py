@@ -2,6 +2,11 @@
 
 For ``uri: embedded``: zero set-up persistence on one machine, and the server the
 test suite and benchmarks use. Production deployments point ``uri`` at real MongoDB.
+
+The server has no authentication: any local process can reach its loopback port. Its
+data directory is kept private (0700, files 0600) so that other users of the machine at
+least cannot read or copy the SQLite file; the records' MACs and seals (see the mongo
+storage) are what stands against writes through the port.
 """
 
 from __future__ import annotations
@@ -20,6 +25,24 @@ from pathlib import Path
 
 class EmbeddedMongoError(RuntimeError):
     pass
+
+
+def private_dir(path: Path) -> None:
+    """Create ``path`` (and its parents) if needed, and make it and the files directly in it
+    private to this user: 0700 and 0600. Tightened at every start, so that a directory made
+    by an older wxgate, under a looser umask, is private too."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.chmod(path, 0o700)
+    for entry in path.iterdir():
+        if entry.is_file() and not entry.is_symlink():
+            os.chmod(entry, 0o600)
+
+
+def _write_private(path: Path, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)  # the mode of os.open applies only to a file it creates
+    with os.fdopen(fd, "w") as out:
+        out.write(text)
 
 
 def free_port() -> int:
@@ -67,7 +90,7 @@ class EmbeddedMongo:
                 "(or set uri to a MongoDB deployment, e.g. WXGATE_MONGO_URI=mongodb://host:27017)"
             )
         if self.db != "memory":
-            Path(self.db).parent.mkdir(parents=True, exist_ok=True)
+            private_dir(Path(self.db).parent)
         os.makedirs(self.workdir, mode=0o700, exist_ok=True)  # stop() removed it
         pid_file = Path(self.workdir) / "nx.pid"
         command = [
@@ -80,6 +103,7 @@ class EmbeddedMongo:
             command,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
+            umask=0o077,  # SQLite's database, journal and WAL files: 0600
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -89,7 +113,7 @@ class EmbeddedMongo:
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
                     if self.marker is not None:
-                        self.marker.write_text(json.dumps({"port": self.port, "pid": self.process.pid}))
+                        _write_private(self.marker, json.dumps({"port": self.port, "pid": self.process.pid}))
                     return self.uri
             except OSError:
                 time.sleep(0.05)

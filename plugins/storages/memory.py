@@ -4,6 +4,10 @@ Nothing survives a restart and nothing is shared between processes; use ``mongo`
 that. Expired login sessions are returned as such (the caller tells them apart) and
 swept now and then on write.
 Every method completes without awaiting, so each is atomic in the event loop.
+
+Records carry no MAC here, unlike in ``mongo``: they live only in this process's memory,
+which nothing but the process itself can write, and whoever can write into it can also
+read the keys a MAC would use.
 """
 
 from __future__ import annotations
@@ -82,6 +86,19 @@ class MemoryStorage(Storage):
 
     async def delete_login_session(self, token_hash: str) -> bool:
         return self.sessions.pop(token_hash, None) is not None
+
+    async def list_login_sessions(self, appid: str, openid: str) -> list[LoginSession]:
+        # A scan rather than an index by user: only the operator's CLI lists or revokes by
+        # user, and it cannot attach to this storage, so the scan never runs on a request.
+        now = time.time()
+        mine = [s for s in self.sessions.values() if s.appid == appid and s.openid == openid and not s.expired(now)]
+        return sorted(mine, key=lambda s: s.created_at)
+
+    async def delete_login_sessions(self, appid: str, openid: str) -> int:
+        doomed = [h for h, s in self.sessions.items() if s.appid == appid and s.openid == openid]
+        for token_hash in doomed:
+            del self.sessions[token_hash]
+        return len(doomed)
 
     def _sweep(self) -> None:
         now = time.time()

@@ -6,6 +6,12 @@ process with its data under ``data_dir``. Session keys and access tokens are sea
 with AES-GCM (:mod:`gateway.sealing`); login tokens are stored only as hashes.
 Every write is an idempotent upsert or a compare-and-set, so a retried request never
 duplicates a user or an event, and a failed one leaves no half-written record.
+
+Records that grant access or cause signed deliveries (login sessions, session keys with
+the unionid they carry, outbox events) also carry a MAC under the storage key: a record
+that anyone who can write to the database put there, or altered, fails it. Such a record,
+like one whose seal does not open, is treated as absent (an outbox event: dead-lettered)
+and logged as ``storage_record_rejected`` with its collection and id, never a 500.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ import datetime as dt
 import functools
 import inspect
 import os
+import tempfile
 import time
 from collections.abc import Callable, Coroutine
 from pathlib import Path
@@ -26,7 +33,8 @@ from pymongo import ASCENDING, ReturnDocument
 from pymongo.errors import DuplicateKeyError, PyMongoError
 
 from gateway import StorageOptions
-from gateway.errors import GatewayError, StorageUnavailable
+from gateway.errors import ConfigError, GatewayError, StorageUnavailable
+from gateway.logs import get_logger
 from gateway.sealing import KeyRing, SealError, new_key_text, parse_key
 from gateway.storage import (
     EVENT_STATUSES,
@@ -39,11 +47,14 @@ from gateway.storage import (
     Storage,
     UserRecord,
 )
-from wxgate_plugins.storages.embedded_mongo import EmbeddedMongo, running_embedded_uri
+from wxgate_plugins.storages.embedded_mongo import EmbeddedMongo, private_dir, running_embedded_uri
 
 P = ParamSpec("P")
 R = TypeVar("R")
 CAS_ATTEMPTS = 5
+log = get_logger("wxgate.storage")
+# What an operator reads in `wxgate events list` about an event the storage refused to deliver.
+REJECTED_EVENT = "not delivered: {reason}; review it in the database (retry does not send it)"
 
 
 class MongoOptions(StorageOptions):
@@ -52,10 +63,10 @@ class MongoOptions(StorageOptions):
     driver: Literal["pymongo", "motor"] = "pymongo"
     timeout_ms: int = Field(2000, ge=100, le=60_000, description="Server selection, connect and socket timeout.")
     max_pool_size: int = Field(100, ge=1, le=10_000)
-    data_dir: str = Field("var/mongo", description="Where uri: embedded keeps its database and key.")
+    data_dir: str = Field("var/mongo", description="Where uri: embedded keeps its database.")
     encryption_key: SecretStr = Field(
         SecretStr("auto"),
-        description="Base64 of 32 bytes; 'auto' (embedded only) keeps one in data_dir.",
+        description="Base64 of 32 bytes; 'auto' (embedded only) keeps one in keys/ beside data_dir.",
         validate_default=True,  # the default 'auto' must be checked against uri too
     )
     old_encryption_keys: list[SecretStr] = Field(
@@ -100,7 +111,8 @@ class MongoOptions(StorageOptions):
 def _guarded(
     method: Callable[Concatenate[MongoStorage, P], Coroutine[Any, Any, R]],
 ) -> Callable[Concatenate[MongoStorage, P], Coroutine[Any, Any, R]]:
-    """Driver trouble becomes a 503 ``storage_unavailable``; a bad sealed value a 500."""
+    """Driver trouble becomes a 503 ``storage_unavailable``. A bad sealed value or MAC is
+    handled where the record is read (treated as absent); one that still got here is a 500."""
 
     async def wrapper(self: MongoStorage, /, *args: P.args, **kwargs: P.kwargs) -> R:
         if self.db is None:
@@ -150,13 +162,12 @@ class MongoStorage(Storage):
     def _key_ring(self) -> KeyRing:
         text = self.opts.encryption_key.get_secret_value()
         if text == "auto":
-            key_file = Path(self.opts.data_dir) / "storage.key"
-            if not key_file.exists():
-                key_file.parent.mkdir(parents=True, exist_ok=True)
-                fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-                with os.fdopen(fd, "w") as out:
-                    out.write(new_key_text())
-            text = key_file.read_text().strip()
+            key_file = auto_key_file(self.opts.data_dir)
+            text = _auto_key(Path(self.opts.data_dir), key_file)
+            try:
+                parse_key(text)
+            except SealError as exc:
+                raise ConfigError(f"{key_file}: {exc}") from None
         older = [parse_key(k.get_secret_value()) for k in self.opts.old_encryption_keys]
         return KeyRing(parse_key(text), older)
 
@@ -192,6 +203,7 @@ class MongoStorage(Storage):
         await db.phones.create_index([("appid", ASCENDING), ("openid", ASCENDING), ("key", ASCENDING)], unique=True)
         await db.phones.create_index([("key", ASCENDING)])
         await db.sessions.create_index([("expire_at", ASCENDING)], expireAfterSeconds=0)
+        await db.sessions.create_index([("appid", ASCENDING), ("openid", ASCENDING)])  # revoking by user
         await db.counters.create_index([("expire_at", ASCENDING)], expireAfterSeconds=0)
         await db.outbox.create_index([("status", ASCENDING), ("next_attempt_at", ASCENDING)])
         await db.outbox.create_index([("status", ASCENDING), ("created_at", ASCENDING)])
@@ -213,77 +225,113 @@ class MongoStorage(Storage):
         assert self.ring is not None
         return self.ring.seal(plain, record_id)
 
-    def _open(self, sealed: str, record_id: str) -> str:
+    def _open(self, sealed: object, record_id: str) -> str:
         assert self.ring is not None
         return self.ring.open(sealed, record_id)
 
+    def _mac(self, collection: str, record_id: str, fields: dict[str, Any]) -> str:
+        assert self.ring is not None
+        return self.ring.mac(collection, record_id, fields)
+
+    def _verify(self, doc: dict[str, Any], collection: str, fields: dict[str, Any]) -> None:
+        assert self.ring is not None
+        self.ring.verify(doc.get("mac"), collection, doc["_id"], fields)
+
+    @staticmethod
+    def _rejected(collection: str, record_id: object, reason: str, **extra: str) -> None:
+        # the id only (cut short: a forged one may be huge), never the record's content
+        log.warning("storage_record_rejected", collection=collection, id=str(record_id)[:100], reason=reason, **extra)
+
     # --- session keys and login sessions -------------------------------------------------
+
+    def _session_keys_doc(
+        self, record_id: str, unionid: str | None, key: str, prev: str | None, now: float
+    ) -> dict[str, Any]:
+        record: dict[str, Any] = {
+            "unionid": unionid,
+            "key": self._seal(key, record_id),
+            "prev": self._seal(prev, record_id) if prev is not None else None,
+            "updated_at": now,
+        }
+        # The seals already bind each key to the record; the MAC adds the unionid, which
+        # check_session hands to the response and to signed webhooks.
+        return {**record, "mac": self._mac("session_keys", record_id, _mac_fields(record, _SESSION_KEYS_FIELDS))}
+
+    def _session_keys(self, doc: dict[str, Any], appid: str, openid: str) -> SessionKeys | None:
+        record_id = f"{appid}:{openid}"
+        try:
+            self._verify(doc, "session_keys", _mac_fields(doc, _SESSION_KEYS_FIELDS))
+            previous = self._open(doc["prev"], record_id) if doc["prev"] is not None else None
+            return SessionKeys(
+                appid, openid, doc["unionid"], self._open(doc["key"], record_id), previous, doc["updated_at"]
+            )
+        except (SealError, KeyError, TypeError) as exc:
+            self._rejected("session_keys", record_id, _reason(exc))
+            return None
 
     @_guarded
     async def rotate_session_key(self, appid: str, openid: str, unionid: str | None, session_key: str) -> SessionKeys:
         record_id = f"{appid}:{openid}"
         for _ in range(CAS_ATTEMPTS):
-            now = time.time()
+            now = _stored_time(time.time())
             doc = await self.db.session_keys.find_one({"_id": record_id})
             if doc is None:
                 try:
-                    await self.db.session_keys.insert_one(
-                        {
-                            "_id": record_id,
-                            "unionid": unionid,
-                            "key": self._seal(session_key, record_id),
-                            "prev": None,
-                            "v": 1,
-                            "updated_at": now,
-                        }
-                    )
+                    record = self._session_keys_doc(record_id, unionid, session_key, None, now)
+                    await self.db.session_keys.insert_one({"_id": record_id, **record, "v": 1})
                 except DuplicateKeyError:
                     continue  # another process inserted first: compare against its record
                 return SessionKeys(appid, openid, unionid, session_key, None, now)
-            current = self._open(doc["key"], record_id)
-            previous = self._open(doc["prev"], record_id) if doc.get("prev") else None
+            stored = self._session_keys(doc, appid, openid)
+            version = doc.get("v")
+            if stored is None:
+                # A record that fails its MAC or seal is absent: this key replaces it, with no
+                # previous key and no unionid taken from it. The compare-and-set needs a
+                # version; a record without a usable one was not written by a gateway.
+                replacement = self._session_keys_doc(record_id, unionid, session_key, None, now)
+                selector = {"_id": record_id, "v": version} if isinstance(version, int) else {"_id": record_id}
+                next_version = version + 1 if isinstance(version, int) else 1
+                result = await self.db.session_keys.update_one(selector, {"$set": {**replacement, "v": next_version}})
+                if result.modified_count == 1:
+                    return SessionKeys(appid, openid, unionid, session_key, None, now)
+                continue
+            current = stored.session_key
             if current == session_key:
-                return SessionKeys(appid, openid, doc.get("unionid"), current, previous, doc["updated_at"])
+                return stored
+            merged_unionid = unionid or stored.unionid
             result = await self.db.session_keys.update_one(
-                {"_id": record_id, "v": doc["v"]},
+                {"_id": record_id, "v": version},
                 {
-                    "$set": {
-                        "key": self._seal(session_key, record_id),
-                        "prev": self._seal(current, record_id),
-                        "unionid": unionid or doc.get("unionid"),
-                        "updated_at": now,
-                    },
+                    "$set": self._session_keys_doc(record_id, merged_unionid, session_key, current, now),
                     "$inc": {"v": 1},
                 },
             )
             if result.modified_count == 1:
-                return SessionKeys(appid, openid, unionid or doc.get("unionid"), session_key, current, now)
+                return SessionKeys(appid, openid, merged_unionid, session_key, current, now)
         raise StorageUnavailable(log_detail=f"session key of {openid} changed {CAS_ATTEMPTS} times under us")
 
     @_guarded
     async def get_session_keys(self, appid: str, openid: str) -> SessionKeys | None:
-        record_id = f"{appid}:{openid}"
-        doc = await self.db.session_keys.find_one({"_id": record_id})
-        if doc is None:
-            return None
-        previous = self._open(doc["prev"], record_id) if doc.get("prev") else None
-        return SessionKeys(
-            appid, openid, doc.get("unionid"), self._open(doc["key"], record_id), previous, doc["updated_at"]
-        )
+        doc = await self.db.session_keys.find_one({"_id": f"{appid}:{openid}"})
+        return None if doc is None else self._session_keys(doc, appid, openid)
 
     @_guarded
     async def put_login_session(self, session: LoginSession) -> None:
+        record = {
+            "appid": session.appid,
+            "openid": session.openid,
+            "unionid": session.unionid,
+            "created_at": _stored_time(session.created_at),
+            "expires_at": _stored_time(session.expires_at),
+        }
         # update_one($set, upsert) rather than replace_one: same effect, and the test
         # wire-protocol server does not upsert on replace.
         await self.db.sessions.update_one(
             {"_id": session.token_hash},
             {
                 "$set": {
-                    "appid": session.appid,
-                    "openid": session.openid,
-                    "unionid": session.unionid,
-                    "created_at": session.created_at,
-                    "expires_at": session.expires_at,
+                    **record,
+                    "mac": self._mac("sessions", session.token_hash, _mac_fields(record, _SESSION_FIELDS)),
                     # the TTL index removes the document about this time
                     "expire_at": dt.datetime.fromtimestamp(session.expires_at, dt.UTC).replace(tzinfo=None),
                 }
@@ -291,19 +339,35 @@ class MongoStorage(Storage):
             upsert=True,
         )
 
+    def _login_session(self, doc: dict[str, Any]) -> LoginSession | None:
+        try:
+            self._verify(doc, "sessions", _mac_fields(doc, _SESSION_FIELDS))
+        except (SealError, KeyError, TypeError) as exc:
+            self._rejected("sessions", doc["_id"], _reason(exc))
+            return None
+        return LoginSession(token_hash=doc["_id"], **{name: doc[name] for name in _SESSION_FIELDS})
+
     @_guarded
     async def get_login_session(self, token_hash: str) -> LoginSession | None:
         doc = await self.db.sessions.find_one({"_id": token_hash})
-        if doc is None:
-            return None
-        return LoginSession(
-            token_hash, doc["appid"], doc["openid"], doc.get("unionid"), doc["created_at"], doc["expires_at"]
-        )
+        return None if doc is None else self._login_session(doc)
 
     @_guarded
     async def delete_login_session(self, token_hash: str) -> bool:
         result = await self.db.sessions.delete_one({"_id": token_hash})
         return bool(result.deleted_count)
+
+    @_guarded
+    async def list_login_sessions(self, appid: str, openid: str) -> list[LoginSession]:
+        query = {"appid": appid, "openid": openid, "expires_at": {"$gt": time.time()}}
+        docs = await self.db.sessions.find(query).sort("created_at", ASCENDING).to_list(length=None)
+        return [s for s in map(self._login_session, docs) if s is not None]
+
+    @_guarded
+    async def delete_login_sessions(self, appid: str, openid: str) -> int:
+        # every record of the user, rejected ones included: none of them should outlive this
+        result = await self.db.sessions.delete_many({"appid": appid, "openid": openid})
+        return int(result.deleted_count)
 
     # --- users and phones ---------------------------------------------------------------
 
@@ -371,7 +435,17 @@ class MongoStorage(Storage):
         doc = await self.db.tokens.find_one({"_id": appid})
         if doc is None:
             return None
-        return AccessToken(appid, self._open(doc["token"], appid), doc["expires_at"])
+        try:
+            token = self._open(doc.get("token"), appid)
+        except SealError as exc:
+            # absent, so the WeChat client fetches a fresh token and overwrites this one
+            self._rejected("tokens", appid, str(exc))
+            return None
+        expires_at = doc.get("expires_at")
+        if not isinstance(expires_at, int | float):
+            self._rejected("tokens", appid, "malformed record: no expiry")
+            return None
+        return AccessToken(appid, token, float(expires_at))
 
     @_guarded
     async def put_access_token(self, token: AccessToken) -> None:
@@ -420,6 +494,7 @@ class MongoStorage(Storage):
     @_guarded
     async def enqueue_event(self, event: OutboxEvent) -> bool:
         doc = _event_doc(event)
+        doc["mac"] = self._mac("outbox", event.id, _event_mac_fields(doc))
         try:
             await self.db.outbox.insert_one(doc)
         except DuplicateKeyError:
@@ -428,14 +503,14 @@ class MongoStorage(Storage):
 
     @_guarded
     async def claim_events(self, owner: str, limit: int, lease_seconds: float, now: float) -> list[OutboxEvent]:
-        claimed = []
+        claimed: list[OutboxEvent] = []
         due = {
             "$or": [
                 {"status": "pending", "next_attempt_at": {"$lte": now}},
                 {"status": "delivering", "lease_until": {"$lte": now}},
             ]
         }
-        for _ in range(limit):
+        while len(claimed) < limit:  # each pass leases a different event, so this ends
             doc = await self.db.outbox.find_one_and_update(
                 due,
                 {"$set": {"status": "delivering", "lease_owner": owner, "lease_until": now + lease_seconds}},
@@ -444,8 +519,34 @@ class MongoStorage(Storage):
             )
             if doc is None:
                 break
-            claimed.append(_event(doc))
+            reason = self._event_rejection(doc)
+            event = _event(doc) if reason is None else None
+            if event is not None:
+                claimed.append(event)
+                continue
+            # Never handed to the deliverer, which would sign it: dead, for an operator to review.
+            reason = reason or "malformed record"
+            self._rejected("outbox", doc["_id"], reason, action="dead-lettered for an operator to review")
+            await self.db.outbox.update_one(
+                {"_id": doc["_id"], "status": "delivering", "lease_owner": owner},
+                {
+                    "$set": {
+                        "status": "dead",
+                        "lease_owner": None,
+                        "lease_until": 0.0,
+                        "last_error": REJECTED_EVENT.format(reason=reason),
+                    }
+                },
+            )
         return claimed
+
+    def _event_rejection(self, doc: dict[str, Any]) -> str | None:
+        """Why the event's MAC fails, or None when it holds."""
+        try:
+            self._verify(doc, "outbox", _event_mac_fields(doc))
+        except (SealError, KeyError, TypeError) as exc:
+            return _reason(exc)
+        return None
 
     @_guarded
     async def ack_event(self, event_id: str, owner: str) -> None:
@@ -482,17 +583,37 @@ class MongoStorage(Storage):
 
     @_guarded
     async def list_events(self, status: EventStatus | None, limit: int) -> list[OutboxEvent]:
+        # Listed whatever their MAC, so that an operator sees the rejected ones: listing sends nothing.
         query = {} if status is None else {"status": status}
         docs = await self.db.outbox.find(query).sort("created_at", ASCENDING).limit(limit).to_list(length=limit)
-        return [_event(d) for d in docs]
+        events = []
+        for doc in docs:
+            event = _event(doc)
+            if event is None:
+                self._rejected("outbox", doc.get("_id"), "malformed record", action="left out of the list")
+            else:
+                events.append(event)
+        return events
 
     @_guarded
     async def requeue_events(self, event_ids: list[str] | None, now: float) -> int:
         query: dict[str, Any] = {"status": "dead"}
         if event_ids is not None:
             query["_id"] = {"$in": event_ids}
+        # Only events that hold their MAC go back: requeueing one that fails it would have the
+        # deliverer sign whatever a database writer put there (it would be dead-lettered again).
+        genuine = []
+        async for doc in self.db.outbox.find(query):
+            reason = self._event_rejection(doc)
+            if reason is None:
+                genuine.append(doc["_id"])
+            else:
+                self._rejected("outbox", doc["_id"], reason, action="not requeued")
+        if not genuine:
+            return 0
         result = await self.db.outbox.update_many(
-            query, {"$set": {"status": "pending", "next_attempt_at": now, "attempts": 0}}
+            {"_id": {"$in": genuine}, "status": "dead"},
+            {"$set": {"status": "pending", "next_attempt_at": now, "attempts": 0}},
         )
         return int(result.modified_count)
 
@@ -520,6 +641,39 @@ def _user(doc: dict[str, Any]) -> UserRecord:
     )
 
 
+# The fields each MAC covers, besides the record's id. For an event, what a delivery is made
+# of: where it goes, as what, with which body.
+_SESSION_FIELDS = ("appid", "openid", "unionid", "created_at", "expires_at")
+_SESSION_KEYS_FIELDS = ("unionid", "key", "prev", "updated_at")
+_EVENT_MAC_FIELDS = ("type", "appid", "endpoint", "payload")
+_TIMES = frozenset({"created_at", "expires_at", "updated_at"})
+
+
+def _stored_time(t: float) -> float:
+    # Whole milliseconds: the test wire-protocol server keeps only about five decimals of a
+    # float written by an update, and a time that changed on the way would fail its MAC.
+    return round(t, 3)
+
+
+def _mac_fields(record: dict[str, Any], names: tuple[str, ...]) -> dict[str, Any]:
+    """A record's fields as its MAC covers them; KeyError or TypeError for a malformed one."""
+    fields = {name: record[name] for name in names}
+    for name in _TIMES.intersection(names):
+        value = fields[name]
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise TypeError(f"field {name!r} is not a time")
+        fields[name] = round(value * 1000)  # as stored: see _stored_time
+    return fields
+
+
+def _reason(exc: Exception) -> str:
+    if isinstance(exc, KeyError):
+        return f"malformed record: no field {exc}"
+    if isinstance(exc, TypeError):
+        return f"malformed record: {exc}"
+    return str(exc)
+
+
 _EVENT_FIELDS = [f.name for f in dataclasses.fields(OutboxEvent) if f.name != "id"]
 
 
@@ -529,6 +683,62 @@ def _event_doc(event: OutboxEvent) -> dict[str, Any]:
     return doc
 
 
-def _event(doc: dict[str, Any]) -> OutboxEvent:
+def _event_mac_fields(doc: dict[str, Any]) -> dict[str, Any]:
+    return _mac_fields(doc, _EVENT_MAC_FIELDS)
+
+
+def _event(doc: dict[str, Any]) -> OutboxEvent | None:
+    """The event, or None for a record that lacks a field of one (it was not written by a gateway)."""
     fields: dict[str, Any] = {name: doc[name] for name in _EVENT_FIELDS if name in doc}
-    return OutboxEvent(id=doc["_id"], **fields)
+    try:
+        return OutboxEvent(id=doc["_id"], **fields)
+    except TypeError:
+        return None
+
+
+def auto_key_file(data_dir: str) -> Path:
+    """Where ``encryption_key: auto`` keeps the key: ``<parent of data_dir>/keys/<its name>.key``.
+
+    Beside the data directory, not in it, so that a copy of the data alone does not open it;
+    named after the directory, so that two data directories side by side keep two keys.
+    """
+    data = Path(os.path.abspath(data_dir))  # not resolve(): a symlinked data_dir keeps its keys beside the link
+    return data.parent / "keys" / f"{data.name or 'storage'}.key"
+
+
+def _auto_key(data_dir: Path, key_file: Path) -> str:
+    private_dir(key_file.parent)
+    legacy = data_dir / "storage.key"  # where wxgate kept it before: inside the data
+    if legacy.is_file():
+        text = legacy.read_text().strip()
+        kept = _install(key_file, text)
+        if kept != text:
+            raise ConfigError(
+                f"two different storage keys: {legacy} (from an older wxgate) and {key_file}; keep the one "
+                f"that opens the data in {key_file} and delete the other"
+            )
+        legacy.unlink(missing_ok=True)
+        log.info("storage_key_moved", source=str(legacy), destination=str(key_file))
+        return kept
+    if key_file.is_file():
+        os.chmod(key_file, 0o600)
+        return key_file.read_text().strip()
+    return _install(key_file, new_key_text())
+
+
+def _install(path: Path, text: str) -> str:
+    """Write ``text`` to ``path`` (mode 0600) unless it exists; returns what ``path`` holds then.
+
+    Through a temporary file and a hard link, so that a process starting at the same time
+    never reads a half-written key, and the first of two writers wins."""
+    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=".key-")  # mkstemp: mode 0600
+    try:
+        with os.fdopen(fd, "w") as out:
+            out.write(text)
+        try:
+            os.link(temporary, path)
+        except FileExistsError:
+            return path.read_text().strip()
+        return text
+    finally:
+        os.unlink(temporary)
