@@ -59,9 +59,24 @@ class Deliverer:
         self._wake = asyncio.Event()
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
+        self._turn: asyncio.Future[None] | None = None
 
     def wake(self) -> None:
         self._wake.set()
+
+    async def idle_turn(self, limit: float) -> None:
+        """Wait until the delivery loop would next poll an idle outbox, and take that poll's
+        place: the caller's storage command (the outbox gauges' refresh) then adds none to
+        an idle process's one command per ``poll_interval``. Returns at once when the loop
+        is not running, and after ``limit`` seconds when it is busy delivering (a process
+        that is not idle has no idle budget to keep)."""
+        if self._task is None or self._task.done() or self._stopping:
+            return
+        turn = self._turn = asyncio.get_running_loop().create_future()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(turn, limit)  # on timeout turn is cancelled: the loop polls as usual
+        if self._turn is turn:
+            self._turn = None
 
     def start(self) -> None:
         """Run the delivery loop (only while some endpoint is configured)."""
@@ -103,9 +118,20 @@ class Deliverer:
             if events:
                 await asyncio.gather(*(self._deliver(event) for event in events))
                 continue
-            self._wake.clear()
-            with contextlib.suppress(TimeoutError):
+            await self._idle()
+
+    async def _idle(self) -> None:
+        """Until the next poll: poll_interval, or at once when woken (an event queued here)."""
+        self._wake.clear()
+        while True:
+            try:
                 await asyncio.wait_for(self._wake.wait(), self.settings.poll_interval)
+            except TimeoutError:
+                turn, self._turn = self._turn, None
+                if turn is not None and not turn.done():
+                    turn.set_result(None)  # this poll's turn goes to the waiting read
+                    continue
+            return
 
     async def _deliver(self, event: OutboxEvent) -> None:
         try:

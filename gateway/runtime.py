@@ -21,7 +21,7 @@ from gateway.errors import ConfigError
 from gateway.events import Events
 from gateway.hooks import Hooks
 from gateway.logs import get_logger
-from gateway.metrics import Metrics
+from gateway.metrics import Metrics, OutboxGaugeRefresher
 from gateway.pipeline import Pipeline
 from gateway.probes import Probes
 from gateway.sandbox import SandboxApp, SandboxWorld
@@ -71,6 +71,7 @@ class Gateway:
         # a concrete logger, bound once: binding the lazy proxy per request is slow
         self.access_log = get_logger("wxgate.access").bind()
         self.deliverer = Deliverer(self.storage, config.webhooks, http, self.metrics)
+        self.outbox_gauges = OutboxGaugeRefresher(self.storage, self.metrics, turn=self.deliverer.idle_turn)
         self.sandbox: SandboxWorld | None = SandboxWorld(apps=[]) if config.uses_sandbox else None
         self.current = self._build(config)
         self.metrics.config_loaded(config.digest)
@@ -127,11 +128,13 @@ class Gateway:
     async def start(self) -> None:
         await self.storage.start()
         self.deliverer.start()
+        self.outbox_gauges.start()
         self.hooks.notify(
             "wxgate_startup", config_digest=self.config.digest, apps=list(self.config.apps), pid=os.getpid()
         )
 
     async def close(self) -> None:
+        await self.outbox_gauges.stop()
         await self.deliverer.stop()
         self.hooks.notify("wxgate_shutdown", pid=os.getpid())
         await self.hooks.drain()
