@@ -421,7 +421,7 @@ def test_a_storage_written_for_interface_version_1_is_refused_with_the_version_i
         async def delete_login_sessions(self, appid: str, openid: str) -> int: ...
 
     with pytest.raises(PluginError) as caught:
-        Registry().add_storage(OldStorage)
+        Registry().add_storage(OldStorage)  # type: ignore[type-abstract]  # the point: it is abstract
     message = str(caught.value)
     assert "does not implement: delete_login_session, delete_login_sessions, list_login_sessions" in message
     assert "added in storage interface version 2; it was written for an older version" in message
