@@ -8,10 +8,11 @@ mapped back to ``file:line: key: what was expected``.
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -135,8 +136,16 @@ class WebhooksConfig(_Strict):
         return [e for e in self.endpoints if e.url]
 
 
+class SandboxConfig(_Strict):
+    public: bool = Field(
+        False, description="Serve sandbox apps on a non-loopback address (it has no authentication: demos only)."
+    )
+    max_users: int = Field(10_000, ge=1, le=10_000_000, description="Simulated users kept; the oldest go first.")
+
+
 class _FileModel(_Strict):
     server: ServerConfig = Field(default_factory=ServerConfig)
+    sandbox: SandboxConfig = Field(default_factory=SandboxConfig)
     storage: StorageConfig = Field(default_factory=StorageConfig)
     webhooks: WebhooksConfig = Field(default_factory=WebhooksConfig)
     pipelines: dict[FlowName, list[RawStep]] = Field(default_factory=dict)
@@ -169,10 +178,38 @@ class Config:
     webhooks: WebhooksConfig
     apps: Mapping[str, AppConfig]
     flows: Mapping[str, Mapping[str, tuple[ResolvedStep, ...]]]
+    sandbox: SandboxConfig = field(default_factory=SandboxConfig)
 
     @property
     def uses_sandbox(self) -> bool:
         return any(app.uses_sandbox for app in self.apps.values())
+
+    @property
+    def mixes_sandbox_and_real(self) -> bool:
+        return self.uses_sandbox and not all(app.uses_sandbox for app in self.apps.values())
+
+    def sandbox_bind_refusal(self, host: str) -> str | None:
+        """Why these apps may not be served on ``host``, or None. The sandbox has no
+        authentication: on an address others can reach, anyone could mint its users'
+        sessions. Checked once the bind address is known (``--host`` included)."""
+        if not self.uses_sandbox or self.sandbox.public or is_loopback(host):
+            return None
+        names = ", ".join(name for name, app in self.apps.items() if app.uses_sandbox)
+        return (
+            f"{self.path}: app(s) {names} use upstream: sandbox, which has no authentication, and {host!r} is not "
+            "a loopback address; bind to 127.0.0.1 (server.host or --host), or set `sandbox: {public: true}` "
+            "for a demo that others must reach"
+        )
+
+
+def is_loopback(host: str) -> bool:
+    """True for a bind address only this machine reaches ('' and 0.0.0.0 are every address)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a host name: it may resolve to anything
 
 
 # --- YAML with lines ------------------------------------------------------------------
@@ -362,6 +399,7 @@ def parse_config(
             app_flows.setdefault(built_in, default)
         flows[name] = app_flows
 
+    _check_shared_appids(doc, model.apps)
     return Config(
         path=file,
         digest=hashlib.sha256(text.encode("utf-8")).hexdigest()[:16],
@@ -371,7 +409,28 @@ def parse_config(
         webhooks=model.webhooks,
         apps=apps,
         flows=flows,
+        sandbox=model.sandbox,
     )
+
+
+def _check_shared_appids(doc: _Document, apps: Mapping[str, AppConfig]) -> None:
+    """Two apps may share an appid only as two names for one WeChat app: same upstream,
+    same secret. Otherwise a session minted through one (the unauthenticated sandbox,
+    say) would be accepted by the other, since sessions are keyed by appid."""
+    seen: dict[str, tuple[str, AppConfig]] = {}
+    for name, app in apps.items():
+        first = seen.setdefault(app.appid, (name, app))
+        if first[0] == name:
+            continue
+        other = first[1]
+        same = other.upstream == app.upstream and other.secret.get_secret_value() == app.secret.get_secret_value()
+        if not same:
+            raise doc.error(
+                ("apps", name, "appid"),
+                f"app {name!r} has the appid of app {first[0]!r} with another upstream or secret; "
+                "sessions are keyed by appid, so one could log users into the other: give each app its own "
+                "appid (a sandbox app can use any made-up one)",
+            )
 
 
 def _resolve_default(registry: Registry, flow: str, steps: list[RawStep]) -> tuple[ResolvedStep, ...]:

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from gateway.context import Context
 from gateway.errors import FlowNotConfigured, GatewayError, MethodNotAllowed, Unauthorized, UnknownApp
-from gateway.logs import mask_phone
+from gateway.phones import masked_phone
 
 if TYPE_CHECKING:
     from gateway.request_record import RequestRecord
@@ -122,4 +122,4 @@ def notify_outcome(gateway: Gateway, ctx: Context, app_name: str) -> None:
         hooks.notify("wxgate_user_logged_in", unionid=session.unionid, first_login=first, **common)
     pure, country = ctx.data.get("purePhoneNumber"), ctx.data.get("countryCode")
     if ctx.flow in PHONE_FLOWS and isinstance(pure, str) and isinstance(country, str) and hooks.has(PHONE_BOUND):
-        hooks.notify(PHONE_BOUND, masked_phone=mask_phone(pure), country_code=country, **common)
+        hooks.notify(PHONE_BOUND, masked_phone=masked_phone(pure, country), country_code=country, **common)

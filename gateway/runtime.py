@@ -72,7 +72,9 @@ class Gateway:
         self.access_log = get_logger("wxgate.access").bind()
         self.deliverer = Deliverer(self.storage, config.webhooks, http, self.metrics)
         self.outbox_gauges = OutboxGaugeRefresher(self.storage, self.metrics, turn=self.deliverer.idle_turn)
-        self.sandbox: SandboxWorld | None = SandboxWorld(apps=[]) if config.uses_sandbox else None
+        self.sandbox: SandboxWorld | None = (
+            SandboxWorld(apps=[], max_users=config.sandbox.max_users) if config.uses_sandbox else None
+        )
         self.current = self._build(config)
         self.metrics.config_loaded(config.digest)
 

@@ -143,6 +143,9 @@ async def _run_worker(
     server.add_sockets(sockets)
     log = get_logger()
     log.info("gateway_started", url=self_url, config=config.path, digest=config.digest, apps=list(config.apps))
+    if config.mixes_sandbox_and_real:
+        sandbox_apps = [name for name, app in config.apps.items() if app.uses_sandbox]
+        log.warning("sandbox_beside_real_apps", sandbox_apps=sandbox_apps, hint="serve the sandbox apps apart")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -404,10 +404,8 @@ def test_unknown_top_level_key() -> None:
     - code2session
 """
     )
-    assert (
-        message
-        == f"{FILE}:6: pipeline: unknown key 'pipeline'; expected one of: apps, pipelines, server, storage, webhooks"
-    )
+    expected = "expected one of: apps, pipelines, sandbox, server, storage, webhooks"
+    assert message == f"{FILE}:6: pipeline: unknown key 'pipeline'; {expected}"
 
 
 def test_unknown_server_key_lists_server_keys() -> None:

@@ -19,7 +19,15 @@ from pydantic import BaseModel
 
 from gateway import hookspecs
 from gateway.cli import _parser
-from gateway.config import DEFAULT_CONFIG, FLOWS, AppConfig, EndpointConfig, ServerConfig, WebhooksConfig
+from gateway.config import (
+    DEFAULT_CONFIG,
+    FLOWS,
+    AppConfig,
+    EndpointConfig,
+    SandboxConfig,
+    ServerConfig,
+    WebhooksConfig,
+)
 from gateway.errors import WECHAT_ERRCODES, GatewayError, all_error_classes
 from gateway.hookspecs import HOOK_NAMES
 from gateway.registry import Registry
@@ -180,6 +188,14 @@ def test_every_server_setting_is_documented() -> None:
     assert not missing, f"README.md's server table has no row for: {missing}"
     wrong = _documented_defaults(ServerConfig, rows)
     assert not wrong, f"README.md's server table shows other defaults: {wrong}"
+
+
+def test_every_sandbox_setting_is_documented() -> None:
+    rows = _table_rows(_section(_section(README, "Configuration"), "`sandbox`", level=3))
+    missing = sorted(set(SandboxConfig.model_fields) - set(rows))
+    assert not missing, f"README.md's sandbox table has no row for: {missing}"
+    wrong = _documented_defaults(SandboxConfig, rows)
+    assert not wrong, f"README.md's sandbox table shows other defaults: {wrong}"
 
 
 def test_every_app_setting_is_documented() -> None:

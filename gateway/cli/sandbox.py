@@ -10,7 +10,8 @@ import tornado.netutil
 from tornado.httpserver import HTTPServer
 
 from gateway.cli.base import Subcommands, add_command, add_config_option
-from gateway.config import load_config
+from gateway.config import is_loopback, load_config
+from gateway.errors import ConfigError
 from gateway.logs import configure_logging, get_logger
 from gateway.sandbox import SandboxApp, SandboxWorld, make_sandbox_app
 
@@ -28,9 +29,16 @@ def add_sandbox(sub: Subcommands) -> None:
 def _sandbox(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     configure_logging(config.server.log_format)
+    if not config.sandbox.public and not is_loopback(args.host):
+        # every app of this server is simulated, with no authentication
+        raise ConfigError(
+            f"{config.path}: the sandbox has no authentication and {args.host!r} is not a loopback address; "
+            "use --host 127.0.0.1, or set `sandbox: {public: true}` for a demo that others must reach"
+        )
     world = SandboxWorld(
         apps=[SandboxApp(a.name, a.appid, a.secret.get_secret_value()) for a in config.apps.values()],
         reusable_codes=args.reusable_codes,
+        max_users=config.sandbox.max_users,
     )
     asyncio.run(_serve_until_stopped(world, args.host, args.port))
     return 0

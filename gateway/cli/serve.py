@@ -6,6 +6,7 @@ import argparse
 
 from gateway.cli.base import Subcommands, add_command, add_config_option
 from gateway.config import load_config
+from gateway.errors import ConfigError
 from gateway.logs import configure_logging
 from gateway.server import serve
 
@@ -25,6 +26,9 @@ def _serve(args: argparse.Namespace) -> int:
     configure_logging(config.server.log_format)
     host = args.host or config.server.host
     port = config.server.port if args.port is None else args.port
+    refusal = config.sandbox_bind_refusal(host)  # only now is the address known
+    if refusal is not None:
+        raise ConfigError(refusal)
     return serve(config, host, port, args.processes)
 
 

@@ -14,6 +14,7 @@ from typing import Any
 import tornado.routing
 import tornado.web
 
+from gateway.phones import parse_e164
 from gateway.sandbox.world import Fault, SandboxApp, SandboxWorld, SimUser, version_below
 from gateway.wechat import crypto
 
@@ -144,12 +145,13 @@ class PhoneNumberHandler(_UpstreamHandler):
         if app is None:
             return
         body = self.json_body()
-        result = self.world.redeem(self.world.phone_codes, app.appid, str(body.get("code", "")))
+        result = self.world.redeem_phone_code(app.appid, str(body.get("code", "")))
         if isinstance(result, int):
             return self.errcode(40029, "invalid code")
-        if "openid" in body and body["openid"] != result.openid:
+        sim, phone = result
+        if "openid" in body and body["openid"] != sim.openid:
             return self.errcode(40029, "invalid code")
-        info = self.world.phone_payload(result, masked=False)
+        info = self.world.phone_payload(sim, masked=False, phone=phone)
         self.answer({"errcode": 0, "errmsg": "ok", "phone_info": info})
 
 
@@ -237,14 +239,26 @@ class GetPhoneNumberHandler(_DeviceHandler):
         app = self.sandbox_app(app_name)
         body = self.json_body()
         sim = self.logged_in_user(app, body)
+        phone = self.phone_override(body)
         base_library = str(body.get("base_library", "3.0.0"))
         masked = version_below(base_library, MASKED_BELOW)
-        payload = self.world.phone_payload(sim, masked, _watermark_override(body))
+        payload = self.world.phone_payload(sim, masked, _watermark_override(body), phone)
         data, iv = crypto.encrypt_json(sim.session_key, payload)
         answer = {"encryptedData": data, "iv": iv}
         if not version_below(base_library, PHONE_CODE_FROM):
-            answer["code"] = self.world.new_phone_code(sim)  # WeChat adds it from 2.21.2 on
+            answer["code"] = self.world.new_phone_code(sim, phone)  # WeChat adds it from 2.21.2 on
         self.answer(answer)
+
+    def phone_override(self, body: dict[str, Any]) -> str | None:
+        """``phone``: another number than the user's own (E.164), to try other countries'."""
+        phone = body.get("phone")
+        if phone is None:
+            return None
+        if not isinstance(phone, str) or parse_e164(phone) is None:
+            message = "phone must be a valid number in E.164, e.g. +12025550123"
+            self.answer({"error": {"code": "invalid_phone", "message": message}}, 400)
+            raise tornado.web.Finish()
+        return phone
 
 
 class GetUserProfileHandler(_DeviceHandler):

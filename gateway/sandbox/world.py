@@ -13,6 +13,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import phonenumbers
+
+from gateway.phones import parse_e164
 from gateway.wechat import crypto
 
 CODE_TTL = 300.0
@@ -44,6 +47,8 @@ class OneTimeCode:
     user: str
     expires_at: float
     used: bool = False
+    # a phone code redeems to the number the device was given, not always the user's own
+    phone: str | None = None
 
 
 @dataclass(slots=True)
@@ -63,6 +68,8 @@ class SandboxWorld:
     token_ttl: int = TOKEN_TTL
     # Benchmarks only: a code may be redeemed again, so a load tool can replay one request.
     reusable_codes: bool = False
+    # Simulated users kept; past this the oldest goes first, so memory does not grow without limit.
+    max_users: int = 10_000
     users: dict[tuple[str, str], SimUser] = field(default_factory=dict)
     login_codes: dict[str, OneTimeCode] = field(default_factory=dict)
     phone_codes: dict[str, OneTimeCode] = field(default_factory=dict)
@@ -93,6 +100,8 @@ class SandboxWorld:
                 session_key=self._new_session_key(),
             )
             self.users[key] = sim
+            while len(self.users) > self.max_users:
+                del self.users[next(iter(self.users))]  # dicts keep insertion order: the oldest
         else:
             # A repeated wx.login may replace the session_key; the sandbox always does.
             sim.session_key = self._new_session_key()
@@ -105,10 +114,15 @@ class SandboxWorld:
     def user(self, app: SandboxApp, user: str) -> SimUser | None:
         return self.users.get((app.appid, user))
 
-    def phone_payload(self, sim: SimUser, masked: bool, watermark: dict[str, Any] | None = None) -> dict[str, Any]:
-        number = sim.phone[:3] + "****" + sim.phone[-4:] if masked else sim.phone
-        mark = self.watermark(sim.app, watermark)
-        return {"phoneNumber": number, "purePhoneNumber": number, "countryCode": "86", "watermark": mark}
+    def phone_payload(
+        self, sim: SimUser, masked: bool, watermark: dict[str, Any] | None = None, phone: str | None = None
+    ) -> dict[str, Any]:
+        """What WeChat encrypts (or getuserphonenumber answers) for the user's own number,
+        or for ``phone`` (E.164, checked by the caller)."""
+        fields = wechat_phone_fields(phone) if phone is not None else _mainland(sim.phone)
+        if masked:
+            fields = _masked(fields)
+        return {**fields, "watermark": self.watermark(sim.app, watermark)}
 
     def watermark(self, app: SandboxApp, override: dict[str, Any] | None = None) -> dict[str, Any]:
         mark: dict[str, Any] = {"appid": app.appid, "timestamp": int(time.time())}
@@ -126,9 +140,9 @@ class SandboxWorld:
             "avatarUrl": f"https://sandbox.invalid/avatar/{sim.openid}.png",
         }
 
-    def new_phone_code(self, sim: SimUser) -> str:
+    def new_phone_code(self, sim: SimUser, phone: str | None = None) -> str:
         code = secrets.token_hex(16)
-        self.phone_codes[code] = OneTimeCode(sim.app.appid, sim.name, time.time() + self.code_ttl)
+        self.phone_codes[code] = OneTimeCode(sim.app.appid, sim.name, time.time() + self.code_ttl, phone=phone)
         return code
 
     # --- the server side (what WeChat's API answers) --------------------------------
@@ -142,6 +156,16 @@ class SandboxWorld:
             return 40163
         entry.used = not self.reusable_codes
         return self.users[(appid, entry.user)]
+
+    def redeem_phone_code(self, appid: str, code: str) -> tuple[SimUser, str | None] | int:
+        """The user a phone code stands for and the number it was issued with (None: the
+        user's own), or WeChat's errcode."""
+        entry = self.phone_codes.get(code)
+        result = self.redeem(self.phone_codes, appid, code)
+        if isinstance(result, int):
+            return result
+        assert entry is not None  # redeem found it
+        return result, entry.phone
 
     def issue_token(self, appid: str, force_refresh: bool) -> tuple[str, int]:
         now = time.time()
@@ -188,6 +212,31 @@ def phone_for(user: str) -> str:
     """The simulated user's mobile number: 11 digits, a plausible Chinese prefix."""
     n = int.from_bytes(hashlib.sha256(("phone:" + user).encode("utf-8")).digest()[:8], "big")
     return "13" + str(n % 10**9).zfill(9)
+
+
+def wechat_phone_fields(e164: str) -> dict[str, str]:
+    """A number (E.164, valid) as WeChat's phone payload gives it: a mainland number
+    without its country code, any other with it in ``phoneNumber`` only."""
+    number = parse_e164(e164)
+    if number is None:
+        raise ValueError(f"not a valid E.164 number: {e164!r}")
+    national = phonenumbers.national_significant_number(number)
+    if number.country_code == 86:
+        return _mainland(national)
+    return {"phoneNumber": e164, "purePhoneNumber": national, "countryCode": str(number.country_code)}
+
+
+def _mainland(national: str) -> dict[str, str]:
+    return {"phoneNumber": national, "purePhoneNumber": national, "countryCode": "86"}
+
+
+def _masked(fields: dict[str, str]) -> dict[str, str]:
+    """As base libraries below 1.9.1 give it: the middle of the national number masked."""
+    pure, country = fields["purePhoneNumber"], fields["countryCode"]
+    hidden = pure[:-8] + "****" + pure[-4:] if len(pure) >= 8 else "****" + pure[-3:]
+    if country == "86":
+        return _mainland(hidden)
+    return {"phoneNumber": f"+{country}{hidden}", "purePhoneNumber": hidden, "countryCode": country}
 
 
 def version_below(version: str, floor: tuple[int, ...]) -> bool:

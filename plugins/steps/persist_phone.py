@@ -2,7 +2,8 @@
 
 ``store_phone`` decides what is kept at rest: ``plain`` (the number), ``hashed`` (an
 HMAC-SHA256 of it under ``hash_key``, plus the masked form: you can find a user by
-number but not read numbers back), or ``masked`` (only 138****6666).
+number but not read numbers back), or ``masked`` (only ``138****6666``, or
+``+1 ******0123`` for a number outside the mainland).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from pydantic import Field, SecretStr, model_validator
 
 from gateway import Context, Step, StepOptions
 from gateway.errors import UnexpectedPayload
-from gateway.logs import mask_phone
+from gateway.phones import masked_national, masked_phone
 from gateway.sealing import keyed_hash
 from gateway.storage import PhoneBinding
 
@@ -39,7 +40,7 @@ class PersistPhone(Step[PersistPhoneOptions]):
         if not isinstance(pure, str) or not isinstance(country, str):
             raise UnexpectedPayload("There is no phone number to store.")
         full = f"+{country}{pure}"
-        masked = mask_phone(pure) if "*" not in pure else pure
+        masked = masked_phone(pure, country)
         if self.options.store_phone == "plain":
             binding = PhoneBinding(key=full, masked=masked, country_code=country, number=pure)
         elif self.options.store_phone == "hashed":
@@ -50,6 +51,8 @@ class PersistPhone(Step[PersistPhoneOptions]):
                 country_code=country,
             )
         else:
-            binding = PhoneBinding(key=f"+{country}:{masked}", masked=masked, country_code=country)
+            binding = PhoneBinding(
+                key=f"+{country}:{masked_national(pure, country)}", masked=masked, country_code=country
+            )
         await ctx.storage.bind_phone(ctx.app.appid, session.openid, binding, time.time())
         ctx.outcome.phone = binding

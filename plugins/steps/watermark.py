@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from typing import ClassVar, Literal
 
@@ -26,6 +27,22 @@ class WatermarkOptions(StepOptions):
         return self
 
 
+def _timestamp(value: object) -> float:
+    """The watermark's time in seconds, or UnexpectedPayload. NaN compares false with
+    everything, so it would pass every age check (and then break the replay record's
+    expiry); infinities and integers past float range break the arithmetic; a negative
+    time is no time WeChat gives."""
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        raise UnexpectedPayload("The decrypted data's watermark has no timestamp.")
+    try:
+        stamp = float(value)
+    except OverflowError:
+        stamp = math.inf
+    if not math.isfinite(stamp) or stamp < 0:
+        raise UnexpectedPayload("The decrypted data's watermark timestamp is not a valid time.")
+    return stamp
+
+
 class Watermark(Step[WatermarkOptions]):
     name: ClassVar[str] = "watermark"
 
@@ -39,9 +56,7 @@ class Watermark(Step[WatermarkOptions]):
             raise UnexpectedPayload("The decrypted data has no watermark.")
         if mark.get("appid") != ctx.app.appid:
             raise WatermarkMismatch(log_detail=f"watermark appid {mark.get('appid')!r}")
-        stamp = mark.get("timestamp")
-        if not isinstance(stamp, int | float) or isinstance(stamp, bool):
-            raise UnexpectedPayload("The decrypted data's watermark has no timestamp.")
+        stamp = _timestamp(mark.get("timestamp"))
         now = time.time()
         if stamp > now + self.options.max_skew:
             raise WatermarkExpired(log_detail=f"watermark {now - stamp:.0f}s in the future")

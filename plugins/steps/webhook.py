@@ -13,7 +13,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field
 
 from gateway import Context, Step, StepOptions
-from gateway.logs import mask_phone
+from gateway.phones import masked_phone
 from gateway.request_key import canonical_request_key
 
 
@@ -36,7 +36,7 @@ class Webhook(Step[WebhookOptions]):
             if self.options.phone == "full":
                 payload["phone"] = {"phoneNumber": ctx.data.get("phoneNumber"), "purePhoneNumber": pure}
             else:
-                payload["phone"] = {"masked": mask_phone(pure)}
+                payload["phone"] = {"masked": masked_phone(pure, country)}
             payload["phone"]["countryCode"] = country
         # what the request carried (the same retried gives the same event; a logout, its own)
         carried = canonical_request_key(ctx.app.appid, ctx.fields, ctx.request_id)
