@@ -273,3 +273,21 @@ def test_the_guides_link_each_other() -> None:
     assert "docs/hooks.md" in README, "README.md does not link docs/hooks.md"
     assert "docs/plugins.md" in README, "README.md does not link docs/plugins.md"
     assert "(hooks.md" in PLUGINS_GUIDE, "docs/plugins.md does not link hooks.md"
+
+
+def test_security_table_names_tests_that_exist() -> None:
+    table = _section(
+        (ROOT / "SECURITY.md").read_text(encoding="utf-8"), "Each threat, its control, and the test that proves it"
+    )
+    named = 0
+    for line in table.splitlines():
+        if not line.startswith("| ") or "tests/" not in line:
+            continue
+        cell = line.rstrip(" |").rsplit(" | ", 1)[-1]
+        for module, rest in re.findall(r"`(tests/[a-z_]+\.py)(::[A-Za-z_:]+)?`", cell):
+            source = (ROOT / module).read_text(encoding="utf-8")
+            names = [part for part in rest.split("::") if part] + re.findall(r"`(test_[a-z0-9_]+)`", cell)
+            for name in names:
+                assert re.search(rf"(def|class) {name}\b", source), f"SECURITY.md names {module}::{name}, not found"
+                named += 1
+    assert named >= 20, f"only {named} tests named in SECURITY.md's table"
