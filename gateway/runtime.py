@@ -73,7 +73,10 @@ class Gateway:
         self.deliverer = Deliverer(self.storage, config.webhooks, http, self.metrics)
         self.outbox_gauges = OutboxGaugeRefresher(self.storage, self.metrics, turn=self.deliverer.idle_turn)
         self.sandbox: SandboxWorld | None = (
-            SandboxWorld(apps=[], max_users=config.sandbox.max_users) if config.uses_sandbox else None
+            # its simulated users and tokens are kept in the gateway's storage, across restarts
+            SandboxWorld(apps=[], max_users=config.sandbox.max_users, storage=self.storage)
+            if config.uses_sandbox
+            else None
         )
         self.current = self._build(config)
         self.metrics.config_loaded(config.digest)

@@ -14,17 +14,26 @@ from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict
 
-# 2: list_login_sessions and delete_login_sessions (revoking by user) are new abstract
-# methods, which a storage written for 1 lacks.
+# 2: list_login_sessions and delete_login_sessions (revoking by user), and the sandbox's
+# simulated users and tokens, are new abstract methods, which a storage written for 1 lacks.
 STORAGE_API_VERSION = 2
 # The interface version that added each method, so that a storage written for an older
 # version is refused with the version it needs, not only a list of missing methods.
-METHODS_ADDED_IN = {"delete_login_session": 2, "list_login_sessions": 2, "delete_login_sessions": 2}
+METHODS_ADDED_IN = {
+    "delete_login_session": 2,
+    "list_login_sessions": 2,
+    "delete_login_sessions": 2,
+    "put_sandbox_user": 2,
+    "get_sandbox_user": 2,
+    "put_sandbox_tokens": 2,
+    "get_sandbox_tokens": 2,
+}
 
 EventStatus = Literal["pending", "delivering", "delivered", "dead"]
 # Read off the Literal so that the CLI's choices, the outbox gauge and the storages' counts cannot drift from it.
@@ -86,6 +95,21 @@ class AccessToken:
     appid: str
     token: str
     expires_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class SandboxUserRecord:
+    """A user of the sandbox's simulated WeChat (not of the gateway's apps): what WeChat
+    itself would remember of them. ``created_at`` orders them for dropping the oldest."""
+
+    appid: str
+    openid: str
+    name: str
+    unionid: str
+    phone: str
+    session_key: str
+    logins: int
+    created_at: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,6 +220,24 @@ class Storage(ABC):
 
     @abstractmethod
     async def release_lease(self, name: str, owner: str) -> None: ...
+
+    # --- the sandbox's simulated WeChat (only when an app has ``upstream: sandbox``) -------
+
+    @abstractmethod
+    async def put_sandbox_user(self, user: SandboxUserRecord, max_users: int) -> None:
+        """Store the simulated user, replacing the record of (appid, openid); when that makes
+        more than ``max_users`` of them, drop the oldest by ``created_at`` first."""
+
+    @abstractmethod
+    async def get_sandbox_user(self, appid: str, openid: str) -> SandboxUserRecord | None: ...
+
+    @abstractmethod
+    async def put_sandbox_tokens(self, appid: str, tokens: Mapping[str, float]) -> None:
+        """Replace the access tokens the sandbox has issued for the app (token: expiry)."""
+
+    @abstractmethod
+    async def get_sandbox_tokens(self, appid: str) -> dict[str, float]:
+        """The tokens last put for the app, expired or not ({} when none)."""
 
     # --- rate-limit counters, shared by every process ----------------------------------
 

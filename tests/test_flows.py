@@ -387,7 +387,8 @@ class UpstreamTroubleTest(GatewayTestCase):
         assert self.call("/v1/demo/phone", fields, token=token)[0] == 200
         world = self.gateway.sandbox
         assert world is not None
-        world.issue_token("wx0000000000demo0", force_refresh=True)  # another server forced a refresh
+        # another server forced a refresh
+        self.io_loop.run_sync(lambda: world.issue_token("wx0000000000demo0", force_refresh=True))
         status, body, _ = self.call("/v1/demo/phone", fields, token=token)
         assert status == 200, body
         assert self.gateway.apps["demo"].wechat.calls["stable_token"] == 2

@@ -50,7 +50,8 @@ class PhoneCodeFlowTest(GatewayTestCase):
         wechat = self.gateway.apps["demo"].wechat
         assert wechat.calls["stable_token"] == 1
         world: Any = self.gateway.sandbox
-        world.issue_token(APPID, force_refresh=True)  # someone else forced a refresh: ours is dead
+        # someone else forced a refresh: ours is dead
+        self.io_loop.run_sync(lambda: world.issue_token(APPID, force_refresh=True))
         code = self.get_phone_number("tina")["code"]
         status, body, _ = self.call("/v1/demo/phone", {"code": code}, token=token)
         assert status == 200, body

@@ -3,6 +3,7 @@ address others reach unless the operator says so."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import signal
 import subprocess
@@ -123,8 +124,12 @@ def test_simulated_users_are_bounded_oldest_first() -> None:
 
     app = SandboxApp("demo", "wx000000000000demo", "secret")
     world = SandboxWorld(apps=[app], max_users=3)
-    for name in ("a", "b", "c", "d"):
-        world.wx_login(app, name)
-    assert [user for _, user in world.users] == ["b", "c", "d"]
-    world.wx_login(app, "b")  # a known user logging in again is not a new one
-    assert len(world.users) == 3
+
+    async def logins() -> None:
+        for name in ("a", "b", "c", "d"):
+            await world.wx_login(app, name)
+        assert [user for _, user in world.users] == ["b", "c", "d"]
+        await world.wx_login(app, "b")  # a known user logging in again is not a new one
+        assert len(world.users) == 3
+
+    asyncio.run(logins())

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from gateway.registry import Registry
-from gateway.storage import AccessToken, LoginSession, OutboxEvent, PhoneBinding, Storage
+from gateway.storage import AccessToken, LoginSession, OutboxEvent, PhoneBinding, SandboxUserRecord, Storage
 
 BACKENDS = ["memory", "mongo-pymongo", "mongo-motor"]
 KEY_A = "QUFBQUFBQUFBQUFBQUFBQQ=="
@@ -298,5 +298,65 @@ def test_claim_respects_limit_and_never_double_claims(with_storage: Any) -> None
         assert all(len(batch) <= 5 for batch in batches)
         assert len(ids) == 12
         assert len(set(ids)) == 12
+
+    with_storage(body)
+
+
+def sandbox_user(name: str, created_at: float, **changes: Any) -> SandboxUserRecord:
+    values: dict[str, Any] = {
+        "appid": "wxapp",
+        "openid": "o-" + name,
+        "name": name,
+        "unionid": "u-" + name,
+        "phone": "13800138000",
+        "session_key": KEY_A,
+        "logins": 1,
+        "created_at": created_at,
+    }
+    values.update(changes)
+    return SandboxUserRecord(**values)
+
+
+def test_sandbox_users_are_kept_and_replaced(with_storage: Any) -> None:
+    async def body(s: Storage) -> None:
+        now = round(time.time(), 3)
+        assert await s.get_sandbox_user("wxapp", "o-ann") is None
+        await s.put_sandbox_user(sandbox_user("ann", now), max_users=10)
+        assert await s.get_sandbox_user("wxapp", "o-ann") == sandbox_user("ann", now)
+        again = sandbox_user("ann", now, session_key=KEY_B, logins=2)
+        await s.put_sandbox_user(again, max_users=10)
+        assert await s.get_sandbox_user("wxapp", "o-ann") == again
+        assert await s.get_sandbox_user("wxother", "o-ann") is None
+
+    with_storage(body)
+
+
+def test_sandbox_users_beyond_max_users_drop_the_oldest_first(with_storage: Any) -> None:
+    async def body(s: Storage) -> None:
+        now = round(time.time(), 3)
+        for i, name in enumerate("abcd"):
+            await s.put_sandbox_user(sandbox_user(name, now + i), max_users=3)
+        kept = [name for name in "abcd" if await s.get_sandbox_user("wxapp", "o-" + name) is not None]
+        assert kept == ["b", "c", "d"]
+        # a user stored again is not a new one: nobody is dropped for it
+        await s.put_sandbox_user(sandbox_user("b", now + 1, logins=2), max_users=3)
+        kept = [name for name in "abcd" if await s.get_sandbox_user("wxapp", "o-" + name) is not None]
+        assert kept == ["b", "c", "d"]
+        await s.put_sandbox_user(sandbox_user("e", now + 5), max_users=3)
+        kept = [name for name in "abcde" if await s.get_sandbox_user("wxapp", "o-" + name) is not None]
+        assert kept == ["c", "d", "e"]
+
+    with_storage(body)
+
+
+def test_sandbox_tokens_are_kept_per_app(with_storage: Any) -> None:
+    async def body(s: Storage) -> None:
+        now = time.time()
+        assert await s.get_sandbox_tokens("wxapp") == {}
+        await s.put_sandbox_tokens("wxapp", {"t1": now + 10, "t2": now + 20})
+        assert await s.get_sandbox_tokens("wxapp") == {"t1": now + 10, "t2": now + 20}
+        await s.put_sandbox_tokens("wxapp", {"t3": now + 30})
+        assert await s.get_sandbox_tokens("wxapp") == {"t3": now + 30}
+        assert await s.get_sandbox_tokens("wxother") == {}
 
     with_storage(body)

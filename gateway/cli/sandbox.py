@@ -14,6 +14,7 @@ from gateway.config import is_loopback, load_config
 from gateway.errors import ConfigError
 from gateway.logs import configure_logging, get_logger
 from gateway.sandbox import SandboxApp, SandboxWorld, make_sandbox_app
+from gateway.storage import Storage
 
 
 def add_sandbox(sub: Subcommands) -> None:
@@ -35,16 +36,29 @@ def _sandbox(args: argparse.Namespace) -> int:
             f"{config.path}: the sandbox has no authentication and {args.host!r} is not a loopback address; "
             "use --host 127.0.0.1, or set `sandbox: {public: true}` for a demo that others must reach"
         )
+    # The simulated users and tokens are kept in the configured storage, as the gateway's
+    # mounted sandbox keeps them, so that they survive a restart as they would with WeChat.
+    storage = config.storage_cls(config.storage_options)
+    storage.before_fork()
     world = SandboxWorld(
         apps=[SandboxApp(a.name, a.appid, a.secret.get_secret_value()) for a in config.apps.values()],
         reusable_codes=args.reusable_codes,
         max_users=config.sandbox.max_users,
+        storage=storage,
     )
-    asyncio.run(_serve_until_stopped(world, args.host, args.port))
+    asyncio.run(_serve_until_stopped(world, storage, args.host, args.port))
     return 0
 
 
-async def _serve_until_stopped(world: SandboxWorld, host: str, port: int) -> None:
+async def _serve_until_stopped(world: SandboxWorld, storage: Storage, host: str, port: int) -> None:
+    await storage.start()
+    try:
+        await _serve(world, host, port)
+    finally:
+        await storage.close()
+
+
+async def _serve(world: SandboxWorld, host: str, port: int) -> None:
     server = HTTPServer(make_sandbox_app(world))
     sockets = tornado.netutil.bind_sockets(port, host)
     server.add_sockets(sockets)

@@ -14,12 +14,15 @@ from typing import Any
 import tornado.routing
 import tornado.web
 
+from gateway.errors import StorageUnavailable
+from gateway.logs import get_logger
 from gateway.phones import parse_e164
 from gateway.sandbox.world import Fault, SandboxApp, SandboxWorld, SimUser, version_below
 from gateway.wechat import crypto
 
 MASKED_BELOW = (1, 9, 1)
 PHONE_CODE_FROM = (2, 21, 2)
+log = get_logger("wxgate.sandbox")
 UPSTREAM_APIS = ("jscode2session", "stable_token", "token", "getuserphonenumber", "checksession")
 
 
@@ -50,8 +53,23 @@ class _SandboxHandler(tornado.web.RequestHandler):
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         exc = kwargs.get("exc_info", (None, None, None))[1]
+        if isinstance(exc, StorageUnavailable):
+            self.storage_unavailable()
+            return
         reason = exc.reason if isinstance(exc, tornado.web.HTTPError) and exc.reason else self._reason
         self.answer({"error": {"code": "sandbox_error", "message": reason}}, status_code)
+
+    def log_exception(self, typ: Any, value: BaseException | None, tb: Any) -> None:
+        if isinstance(value, StorageUnavailable):  # an outage, not a bug: no traceback
+            log.warning("sandbox_storage_unavailable", path=self.request.path, detail=value.log_detail)
+            return
+        super().log_exception(typ, value, tb)
+
+    def storage_unavailable(self) -> None:
+        """The simulated users or tokens could not be read from the gateway's storage."""
+        self.set_header("Retry-After", str(StorageUnavailable.retry_after))
+        message = "the sandbox's storage is unavailable"
+        self.answer({"error": {"code": "storage_unavailable", "message": message}}, 503)
 
 
 # --- upstream: WeChat's server API --------------------------------------------------
@@ -77,6 +95,9 @@ class _UpstreamHandler(_SandboxHandler):
     def errcode(self, code: int, message: str) -> None:
         self.answer({"errcode": code, "errmsg": message})
 
+    def storage_unavailable(self) -> None:
+        self.errcode(-1, "system error")  # what WeChat answers when it is in trouble
+
     def credentials(self, appid: str, secret: str) -> SandboxApp | None:
         """The app whose appid and secret these are, or None after answering WeChat's errcode."""
         app = self.world.app(appid)
@@ -87,8 +108,8 @@ class _UpstreamHandler(_SandboxHandler):
             app = None
         return app
 
-    def token_app(self) -> SandboxApp | None:
-        app = self.world.token_app(self.get_query_argument("access_token", ""))
+    async def token_app(self) -> SandboxApp | None:
+        app = await self.world.token_app(self.get_query_argument("access_token", ""))
         if app is None:
             self.errcode(40001, "invalid credential, access_token is invalid or not latest")
         return app
@@ -97,13 +118,13 @@ class _UpstreamHandler(_SandboxHandler):
 class Code2SessionHandler(_UpstreamHandler):
     api = "jscode2session"
 
-    def get(self) -> None:
+    async def get(self) -> None:
         app = self.credentials(self.get_query_argument("appid", ""), self.get_query_argument("secret", ""))
         if app is None:
             return
         if self.get_query_argument("grant_type", "") != "authorization_code":
             return self.errcode(40002, "invalid grant_type")
-        result = self.world.redeem(self.world.login_codes, app.appid, self.get_query_argument("js_code", ""))
+        result = await self.world.redeem(self.world.login_codes, app.appid, self.get_query_argument("js_code", ""))
         if isinstance(result, int):
             return self.errcode(result, "invalid code" if result == 40029 else "code been used")
         self.answer({"openid": result.openid, "session_key": result.session_key, "unionid": result.unionid})
@@ -112,14 +133,14 @@ class Code2SessionHandler(_UpstreamHandler):
 class StableTokenHandler(_UpstreamHandler):
     api = "stable_token"
 
-    def post(self) -> None:
+    async def post(self) -> None:
         body = self.json_body()
         app = self.credentials(str(body.get("appid", "")), str(body.get("secret", "")))
         if app is None:
             return
         if body.get("grant_type") != "client_credential":
             return self.errcode(40002, "invalid grant_type")
-        token, expires_in = self.world.issue_token(app.appid, bool(body.get("force_refresh")))
+        token, expires_in = await self.world.issue_token(app.appid, bool(body.get("force_refresh")))
         self.answer({"access_token": token, "expires_in": expires_in})
 
 
@@ -129,23 +150,23 @@ class LegacyTokenHandler(_UpstreamHandler):
 
     api = "token"
 
-    def get(self) -> None:
+    async def get(self) -> None:
         app = self.credentials(self.get_query_argument("appid", ""), self.get_query_argument("secret", ""))
         if app is None:
             return
-        token, expires_in = self.world.issue_token(app.appid, force_refresh=True)
+        token, expires_in = await self.world.issue_token(app.appid, force_refresh=True)
         self.answer({"access_token": token, "expires_in": expires_in})
 
 
 class PhoneNumberHandler(_UpstreamHandler):
     api = "getuserphonenumber"
 
-    def post(self) -> None:
-        app = self.token_app()
+    async def post(self) -> None:
+        app = await self.token_app()
         if app is None:
             return
         body = self.json_body()
-        result = self.world.redeem_phone_code(app.appid, str(body.get("code", "")))
+        result = await self.world.redeem_phone_code(app.appid, str(body.get("code", "")))
         if isinstance(result, int):
             return self.errcode(40029, "invalid code")
         sim, phone = result
@@ -158,14 +179,14 @@ class PhoneNumberHandler(_UpstreamHandler):
 class CheckSessionHandler(_UpstreamHandler):
     api = "checksession"
 
-    def get(self) -> None:
-        app = self.token_app()
+    async def get(self) -> None:
+        app = await self.token_app()
         if app is None:
             return
         if self.get_query_argument("sig_method", "") != "hmac_sha256":
             return self.errcode(87008, "invalid sig_method")
         openid = self.get_query_argument("openid", "")
-        sim = next((u for u in self.world.users.values() if u.openid == openid and u.app == app), None)
+        sim = await self.world.user_by_openid(app, openid)
         signature = self.get_query_argument("signature", "")
         if sim is None or not crypto.constant_time_equal(signature, crypto.checksession_signature(sim.session_key)):
             return self.errcode(87009, "invalid signature")
@@ -219,8 +240,8 @@ class _DeviceHandler(_SandboxHandler):
             raise tornado.web.Finish()
         return user
 
-    def logged_in_user(self, app: SandboxApp, body: dict[str, Any]) -> SimUser:
-        sim = self.world.user(app, self.user_name(body))
+    async def logged_in_user(self, app: SandboxApp, body: dict[str, Any]) -> SimUser:
+        sim = await self.world.user(app, self.user_name(body))
         if sim is None:
             self.answer({"error": {"code": "not_logged_in", "message": "call wx.login for this user first"}}, 409)
             raise tornado.web.Finish()
@@ -228,17 +249,17 @@ class _DeviceHandler(_SandboxHandler):
 
 
 class WxLoginHandler(_DeviceHandler):
-    def post(self, app_name: str) -> None:
+    async def post(self, app_name: str) -> None:
         app = self.sandbox_app(app_name)
         body = self.json_body()
-        self.answer({"code": self.world.wx_login(app, self.user_name(body))})
+        self.answer({"code": await self.world.wx_login(app, self.user_name(body))})
 
 
 class GetPhoneNumberHandler(_DeviceHandler):
-    def post(self, app_name: str) -> None:
+    async def post(self, app_name: str) -> None:
         app = self.sandbox_app(app_name)
         body = self.json_body()
-        sim = self.logged_in_user(app, body)
+        sim = await self.logged_in_user(app, body)
         phone = self.phone_override(body)
         base_library = str(body.get("base_library", "3.0.0"))
         masked = version_below(base_library, MASKED_BELOW)
@@ -262,10 +283,10 @@ class GetPhoneNumberHandler(_DeviceHandler):
 
 
 class GetUserProfileHandler(_DeviceHandler):
-    def post(self, app_name: str) -> None:
+    async def post(self, app_name: str) -> None:
         app = self.sandbox_app(app_name)
         body = self.json_body()
-        sim = self.logged_in_user(app, body)
+        sim = await self.logged_in_user(app, body)
         info = self.world.user_info(sim)
         raw = json.dumps(info, ensure_ascii=False, separators=(",", ":"))
         full = {**info, "openId": sim.openid, "unionId": sim.unionid}

@@ -2,6 +2,13 @@
 
 Users are deterministic (openid, unionid and phone derive from the user's name) so
 tests can check results; session keys and tokens are random, as WeChat's are.
+
+Users (with their current session key and login count) and issued access tokens are kept
+in the gateway's storage, so that they survive a restart as they would with WeChat: at
+most ``max_users`` users, the oldest dropped first. ``users`` and ``tokens`` are this
+process's cache of them, written through. A write the storage refuses (it is down) is
+logged and the cache carries on, as WeChat would not notice the gateway's outage; a read
+the storage refuses raises StorageUnavailable. One-time codes live only in memory.
 """
 
 from __future__ import annotations
@@ -15,12 +22,17 @@ from typing import Any
 
 import phonenumbers
 
+from gateway.errors import StorageUnavailable
+from gateway.logs import get_logger
 from gateway.phones import parse_e164
+from gateway.storage import SandboxUserRecord, Storage
 from gateway.wechat import crypto
 
 CODE_TTL = 300.0
 TOKEN_TTL = 7200
 TOKEN_RENEW_BEFORE = 300
+
+log = get_logger("wxgate.sandbox")
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +51,7 @@ class SimUser:
     phone: str
     session_key: str
     logins: int = 0
+    created_at: float = 0.0
 
 
 @dataclass(slots=True)
@@ -70,13 +83,16 @@ class SandboxWorld:
     reusable_codes: bool = False
     # Simulated users kept; past this the oldest goes first, so memory does not grow without limit.
     max_users: int = 10_000
+    # Where users and tokens are kept (the gateway's storage); None: in this process only.
+    storage: Storage | None = None
+    # The cache of users, in the order they were cached (the oldest first), and of tokens.
     users: dict[tuple[str, str], SimUser] = field(default_factory=dict)
     login_codes: dict[str, OneTimeCode] = field(default_factory=dict)
     phone_codes: dict[str, OneTimeCode] = field(default_factory=dict)
     tokens: dict[str, dict[str, float]] = field(default_factory=dict)
     faults: dict[str, Fault] = field(default_factory=dict)
     calls: dict[str, int] = field(default_factory=dict)
-    # Every session key and access token ever issued: leak tests grep for them.
+    # Every session key and access token ever issued (or read back from storage): leak tests grep for them.
     issued_secrets: list[str] = field(default_factory=list)
 
     def app(self, name_or_appid: str) -> SandboxApp | None:
@@ -87,32 +103,41 @@ class SandboxWorld:
 
     # --- the device side (what a phone running the mini program would get) ----------
 
-    def wx_login(self, app: SandboxApp, user: str) -> str:
-        key = (app.appid, user)
-        sim = self.users.get(key)
+    async def wx_login(self, app: SandboxApp, user: str) -> str:
+        sim = await self.user(app, user)
         if sim is None:
             sim = SimUser(
                 app=app,
                 name=user,
-                openid=_derive("o", app.appid + ":" + user),
+                openid=openid_for(app.appid, user),
                 unionid=_derive("u", "union:" + user),
                 phone=phone_for(user),
                 session_key=self._new_session_key(),
+                created_at=time.time(),
             )
-            self.users[key] = sim
-            while len(self.users) > self.max_users:
-                del self.users[next(iter(self.users))]  # dicts keep insertion order: the oldest
+            self._cache(sim)
         else:
             # A repeated wx.login may replace the session_key; the sandbox always does.
             sim.session_key = self._new_session_key()
         sim.logins += 1
+        await self._store(sim)
         code = secrets.token_hex(16)
         self.login_codes[code] = OneTimeCode(app.appid, user, time.time() + self.code_ttl)
         self._forget_expired()
         return code
 
-    def user(self, app: SandboxApp, user: str) -> SimUser | None:
-        return self.users.get((app.appid, user))
+    async def user(self, app: SandboxApp, user: str) -> SimUser | None:
+        """The simulated user of that name, from the cache or else the storage."""
+        sim = self.users.get((app.appid, user))
+        if sim is None:
+            sim = await self._load(app, openid_for(app.appid, user))
+        return sim
+
+    async def user_by_openid(self, app: SandboxApp, openid: str) -> SimUser | None:
+        sim = next((u for u in self.users.values() if u.openid == openid and u.app == app), None)
+        if sim is None:
+            sim = await self._load(app, openid)
+        return sim
 
     def phone_payload(
         self, sim: SimUser, masked: bool, watermark: dict[str, Any] | None = None, phone: str | None = None
@@ -147,29 +172,34 @@ class SandboxWorld:
 
     # --- the server side (what WeChat's API answers) --------------------------------
 
-    def redeem(self, codes: dict[str, OneTimeCode], appid: str, code: str) -> SimUser | int:
+    async def redeem(self, codes: dict[str, OneTimeCode], appid: str, code: str) -> SimUser | int:
         """The user a one-time code stands for, or WeChat's errcode."""
         entry = codes.get(code)
         if entry is None or entry.appid != appid or entry.expires_at < time.time():
             return 40029
         if entry.used:
             return 40163
+        app = self.app(appid)
+        sim = await self.user(app, entry.user) if app is not None else None
+        if sim is None:  # dropped since (max_users), or its app left the configuration
+            return 40029
         entry.used = not self.reusable_codes
-        return self.users[(appid, entry.user)]
+        return sim
 
-    def redeem_phone_code(self, appid: str, code: str) -> tuple[SimUser, str | None] | int:
+    async def redeem_phone_code(self, appid: str, code: str) -> tuple[SimUser, str | None] | int:
         """The user a phone code stands for and the number it was issued with (None: the
         user's own), or WeChat's errcode."""
         entry = self.phone_codes.get(code)
-        result = self.redeem(self.phone_codes, appid, code)
+        result = await self.redeem(self.phone_codes, appid, code)
         if isinstance(result, int):
             return result
         assert entry is not None  # redeem found it
         return result, entry.phone
 
-    def issue_token(self, appid: str, force_refresh: bool) -> tuple[str, int]:
+    async def issue_token(self, appid: str, force_refresh: bool) -> tuple[str, int]:
         now = time.time()
-        valid = {t: exp for t, exp in self.tokens.get(appid, {}).items() if exp > now}
+        known = await self._tokens(appid)
+        valid = {t: exp for t, exp in known.items() if exp > now}
         if force_refresh:
             valid = {}
         newest = max(valid.items(), key=lambda item: item[1], default=None)
@@ -182,19 +212,77 @@ class SandboxWorld:
             valid[token] = expires
             self.issued_secrets.append(token)
         self.tokens[appid] = valid
+        if valid != known and self.storage is not None:
+            try:
+                await self.storage.put_sandbox_tokens(appid, valid)
+            except StorageUnavailable:
+                log.warning("sandbox_tokens_not_stored", appid=appid)
         return token, int(expires - now)
 
-    def token_app(self, token: str) -> SandboxApp | None:
+    async def token_app(self, token: str) -> SandboxApp | None:
         now = time.time()
-        for appid, valid in self.tokens.items():
-            if valid.get(token, 0) > now:
-                return self.app(appid)
+        for app in self.apps:
+            if (await self._tokens(app.appid)).get(token, 0) > now:
+                return app
         return None
+
+    async def _tokens(self, appid: str) -> dict[str, float]:
+        """The app's issued tokens: read from storage once per process, then cached."""
+        cached = self.tokens.get(appid)
+        if cached is None:
+            cached = await self.storage.get_sandbox_tokens(appid) if self.storage is not None else {}
+            self.issued_secrets.extend(cached)
+            self.tokens[appid] = cached
+        return cached
 
     def _new_session_key(self) -> str:
         key = crypto.new_session_key()
         self.issued_secrets.append(key)
         return key
+
+    def _cache(self, sim: SimUser) -> None:
+        self.users[(sim.app.appid, sim.name)] = sim
+        while len(self.users) > self.max_users:
+            del self.users[next(iter(self.users))]  # dicts keep insertion order: the oldest
+
+    async def _load(self, app: SandboxApp, openid: str) -> SimUser | None:
+        if self.storage is None:
+            return None
+        record = await self.storage.get_sandbox_user(app.appid, openid)
+        if record is None:
+            return None
+        sim = SimUser(
+            app=app,
+            name=record.name,
+            openid=record.openid,
+            unionid=record.unionid,
+            phone=record.phone,
+            session_key=record.session_key,
+            logins=record.logins,
+            created_at=record.created_at,
+        )
+        self.issued_secrets.append(sim.session_key)
+        self._cache(sim)
+        return sim
+
+    async def _store(self, sim: SimUser) -> None:
+        if self.storage is None:
+            return
+        record = SandboxUserRecord(
+            appid=sim.app.appid,
+            openid=sim.openid,
+            name=sim.name,
+            unionid=sim.unionid,
+            phone=sim.phone,
+            session_key=sim.session_key,
+            logins=sim.logins,
+            created_at=sim.created_at,
+        )
+        try:
+            await self.storage.put_sandbox_user(record, self.max_users)
+        except StorageUnavailable:
+            # WeChat does not notice the gateway's outage: this process's cache carries on
+            log.warning("sandbox_user_not_stored", appid=sim.app.appid, openid=sim.openid)
 
     def _forget_expired(self) -> None:
         now = time.time()
@@ -206,6 +294,11 @@ class SandboxWorld:
 def _derive(prefix: str, seed: str) -> str:
     digest = hashlib.sha256(seed.encode("utf-8")).digest()
     return prefix + base64.urlsafe_b64encode(digest).decode()[:27]
+
+
+def openid_for(appid: str, user: str) -> str:
+    """The simulated user's openid: from the appid and the name, as stable as WeChat's."""
+    return _derive("o", appid + ":" + user)
 
 
 def phone_for(user: str) -> str:

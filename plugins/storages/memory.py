@@ -13,6 +13,7 @@ read the keys a MAC would use.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import replace
 from typing import ClassVar
 
@@ -25,6 +26,7 @@ from gateway.storage import (
     LoginSession,
     OutboxEvent,
     PhoneBinding,
+    SandboxUserRecord,
     SessionKeys,
     Storage,
     UserRecord,
@@ -52,6 +54,9 @@ class MemoryStorage(Storage):
         self.leases: dict[str, tuple[str, float]] = {}
         self.events: dict[str, OutboxEvent] = {}
         self.counters: dict[str, tuple[int, float]] = {}
+        # insertion order is creation order (a replaced record keeps its place): the oldest first
+        self.sandbox_users: dict[tuple[str, str], SandboxUserRecord] = {}
+        self.sandbox_tokens: dict[str, dict[str, float]] = {}
         self._writes = 0
 
     # --- session keys and login sessions -------------------------------------------------
@@ -149,6 +154,24 @@ class MemoryStorage(Storage):
         holder = self.leases.get(name)
         if holder is not None and holder[0] == owner:
             del self.leases[name]
+
+    # --- the sandbox's simulated WeChat ------------------------------------------------------
+
+    async def put_sandbox_user(self, user: SandboxUserRecord, max_users: int) -> None:
+        key = (user.appid, user.openid)
+        new = key not in self.sandbox_users
+        self.sandbox_users[key] = user
+        while new and len(self.sandbox_users) > max_users:
+            del self.sandbox_users[next(iter(self.sandbox_users))]
+
+    async def get_sandbox_user(self, appid: str, openid: str) -> SandboxUserRecord | None:
+        return self.sandbox_users.get((appid, openid))
+
+    async def put_sandbox_tokens(self, appid: str, tokens: Mapping[str, float]) -> None:
+        self.sandbox_tokens[appid] = dict(tokens)
+
+    async def get_sandbox_tokens(self, appid: str) -> dict[str, float]:
+        return dict(self.sandbox_tokens.get(appid, {}))
 
     # --- rate-limit counters -------------------------------------------------------------
 

@@ -21,10 +21,11 @@ import dataclasses
 import datetime as dt
 import functools
 import inspect
+import json
 import os
 import tempfile
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping
 from pathlib import Path
 from typing import Any, ClassVar, Concatenate, Literal, ParamSpec, TypeVar
 
@@ -43,6 +44,7 @@ from gateway.storage import (
     LoginSession,
     OutboxEvent,
     PhoneBinding,
+    SandboxUserRecord,
     SessionKeys,
     Storage,
     UserRecord,
@@ -207,6 +209,7 @@ class MongoStorage(Storage):
         await db.counters.create_index([("expire_at", ASCENDING)], expireAfterSeconds=0)
         await db.outbox.create_index([("status", ASCENDING), ("next_attempt_at", ASCENDING)])
         await db.outbox.create_index([("status", ASCENDING), ("created_at", ASCENDING)])
+        await db.sandbox_users.create_index([("created_at", ASCENDING)])  # dropping the oldest first
 
     async def close(self) -> None:
         if self.client is not None:
@@ -473,6 +476,79 @@ class MongoStorage(Storage):
     async def release_lease(self, name: str, owner: str) -> None:
         await self.db.leases.delete_one({"_id": name, "owner": owner})
 
+    # --- the sandbox's simulated WeChat ------------------------------------------------------
+    # Session keys and tokens sealed like the gateway's own, bound to "sandbox:" + the record's
+    # id so that a sealed value copied from another collection does not open here; a user's
+    # other fields under a MAC. Only the sandbox, which has no authentication, uses these.
+
+    @_guarded
+    async def put_sandbox_user(self, user: SandboxUserRecord, max_users: int) -> None:
+        record_id = f"{user.appid}:{user.openid}"
+        record: dict[str, Any] = {
+            "appid": user.appid,
+            "openid": user.openid,
+            "name": user.name,
+            "unionid": user.unionid,
+            "phone": user.phone,
+            "key": self._seal(user.session_key, "sandbox:" + record_id),
+            "logins": user.logins,
+            "created_at": _stored_time(user.created_at),
+        }
+        record["mac"] = self._mac("sandbox_users", record_id, _mac_fields(record, _SANDBOX_USER_FIELDS))
+        result = await self.db.sandbox_users.update_one({"_id": record_id}, {"$set": record})
+        if result.matched_count:
+            return
+        try:
+            await self.db.sandbox_users.insert_one({"_id": record_id, **record})
+        except DuplicateKeyError:
+            # another process inserted it meanwhile: this write is the newer one
+            await self.db.sandbox_users.update_one({"_id": record_id}, {"$set": record})
+            return
+        excess = await self.db.sandbox_users.count_documents({}) - max_users
+        if excess > 0:
+            oldest = self.db.sandbox_users.find({}, {"_id": 1}).sort("created_at", ASCENDING).limit(excess)
+            doomed = [doc["_id"] for doc in await oldest.to_list(length=excess)]
+            await self.db.sandbox_users.delete_many({"_id": {"$in": doomed}})
+
+    @_guarded
+    async def get_sandbox_user(self, appid: str, openid: str) -> SandboxUserRecord | None:
+        record_id = f"{appid}:{openid}"
+        doc = await self.db.sandbox_users.find_one({"_id": record_id})
+        if doc is None:
+            return None
+        try:
+            self._verify(doc, "sandbox_users", _mac_fields(doc, _SANDBOX_USER_FIELDS))
+            return SandboxUserRecord(
+                appid=appid,
+                openid=openid,
+                name=doc["name"],
+                unionid=doc["unionid"],
+                phone=doc["phone"],
+                session_key=self._open(doc["key"], "sandbox:" + record_id),
+                logins=doc["logins"],
+                created_at=doc["created_at"],
+            )
+        except (SealError, KeyError, TypeError) as exc:
+            self._rejected("sandbox_users", record_id, _reason(exc))
+            return None
+
+    @_guarded
+    async def put_sandbox_tokens(self, appid: str, tokens: Mapping[str, float]) -> None:
+        sealed = self._seal(json.dumps(dict(tokens)), "sandbox:" + appid)
+        await self.db.sandbox_tokens.update_one({"_id": appid}, {"$set": {"tokens": sealed}}, upsert=True)
+
+    @_guarded
+    async def get_sandbox_tokens(self, appid: str) -> dict[str, float]:
+        doc = await self.db.sandbox_tokens.find_one({"_id": appid})
+        if doc is None:
+            return {}
+        try:
+            tokens = json.loads(self._open(doc.get("tokens"), "sandbox:" + appid))
+            return {str(token): float(expires) for token, expires in tokens.items()}
+        except (SealError, ValueError, TypeError, AttributeError) as exc:
+            self._rejected("sandbox_tokens", appid, _reason(exc))
+            return {}
+
     # --- rate-limit counters -------------------------------------------------------------
 
     @_guarded
@@ -652,6 +728,7 @@ def _user(doc: dict[str, Any]) -> UserRecord:
 _SESSION_FIELDS = ("appid", "openid", "unionid", "created_at", "expires_at")
 _SESSION_KEYS_FIELDS = ("unionid", "key", "prev", "updated_at")
 _EVENT_MAC_FIELDS = ("type", "appid", "endpoint", "payload")
+_SANDBOX_USER_FIELDS = ("appid", "openid", "name", "unionid", "phone", "key", "logins", "created_at")
 _TIMES = frozenset({"created_at", "expires_at", "updated_at"})
 
 
