@@ -9,6 +9,8 @@ import sys
 
 if __name__ == "__main__":
     logging.getLogger("nx_27017").setLevel(logging.WARNING)
+    # its SQLite layer warns on every $group it answers through its fallback path (correctly)
+    logging.getLogger("neosqlite").setLevel(logging.ERROR)
     from nx_27017.nx_27017 import main  # type: ignore[import-untyped]
 
     sys.argv[0] = "nx-27017"
