@@ -122,6 +122,26 @@ class WebhooksConfig(_Strict):
     lease_seconds: float = Field(30.0, ge=1, description="A claimed event returns to the queue after this.")
     poll_interval: float = Field(1.0, gt=0, le=60)
     concurrency: int = Field(8, ge=1, le=256)
+    retention: float = Field(
+        "7d",  # validated like a configured value: seconds once loaded
+        validate_default=True,
+        description="How long a delivered event is kept after its delivery: 7d, 12h, 30m, 3600s or seconds.",
+    )
+
+    @field_validator("retention", mode="before")
+    @classmethod
+    def _retention_duration(cls, value: object) -> float:
+        """``7d``, ``12h``, ``30m``, ``3600s`` or a number of seconds (also a string, as from ``${VAR}``)."""
+        seconds: float | None = None
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            seconds = float(value)
+        elif isinstance(value, str) and (match := re.fullmatch(r"(\d+(?:\.\d+)?)\s*([smhd]?)", value.strip())):
+            seconds = float(match.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[match.group(2)]
+        if seconds is None:
+            raise ValueError("expected a duration such as 7d, 12h, 30m or 3600s, or a number of seconds")
+        if not 0 < seconds <= 3650 * 86400:
+            raise ValueError("expected a duration above 0 and at most 3650d, such as 7d, 12h, 30m or 3600s")
+        return seconds
 
     @field_validator("endpoints")
     @classmethod

@@ -6,7 +6,8 @@ the ack means the lease runs out and some process delivers it again, with the sa
 ``X-Wxgate-Event-Id``. Network errors, timeouts, 408, 429 and 5xx are retried with
 exponential backoff and jitter (a Retry-After is honoured); any other answer, or
 ``max_attempts`` failures, dead-letters the event, which stays stored for
-``wxgate events``. Nothing here runs on a request's path.
+``wxgate events``. A delivered event is removed ``retention`` after its delivery (the
+storage is told when, at the ack). Nothing here runs on a request's path.
 """
 
 from __future__ import annotations
@@ -181,7 +182,7 @@ class Deliverer:
             "delivery", event_id=event.id, type=event.type, endpoint=event.endpoint, status=status, attempt=attempt
         )
         if 200 <= status < 300:
-            await self.storage.ack_event(event.id, self.owner)
+            await self.storage.ack_event(event.id, self.owner, time.time() + self.settings.retention)
             self._count(event, "delivered")
         elif status == 0 or status >= 500 or status in RETRYABLE_STATUS:
             if attempt >= self.settings.max_attempts:

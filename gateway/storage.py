@@ -128,6 +128,8 @@ class OutboxEvent:
     lease_owner: str | None = None
     lease_until: float = 0.0
     last_error: str | None = None
+    # When a delivered event is removed (Unix time), set by ack_event; None until delivered.
+    purge_at: float | None = None
 
 
 class StorageOptions(BaseModel):
@@ -257,8 +259,9 @@ class Storage(ABC):
         """Lease up to ``limit`` due events (pending and due, or delivering with an expired lease)."""
 
     @abstractmethod
-    async def ack_event(self, event_id: str, owner: str) -> None:
-        """Mark delivered."""
+    async def ack_event(self, event_id: str, owner: str, purge_at: float) -> None:
+        """Mark delivered, to be removed at ``purge_at`` (a Unix time: now plus
+        ``webhooks.retention``); the storage may remove it any time after that."""
 
     @abstractmethod
     async def retry_event(self, event_id: str, owner: str, next_attempt_at: float, error: str) -> None:

@@ -261,7 +261,7 @@ def test_outbox_lifecycle(with_storage: Any) -> None:
         assert claimed[0].payload in ({"openid": "o1", "n": 1},)
         assert await s.claim_events("w2", 10, 30, now + 2) == []  # leased
 
-        await s.ack_event("e1", "w1")
+        await s.ack_event("e1", "w1", now + 3600)
         await s.retry_event("e2", "w1", now + 100, "HTTP 503")
         assert await s.claim_events("w2", 10, 30, now + 50) == []  # not due yet
         retried = await s.claim_events("w2", 10, 30, now + 101)
@@ -281,7 +281,11 @@ def test_outbox_lifecycle(with_storage: Any) -> None:
         # (claim a second later: the test wire server keeps only ~5 decimals of a float)
         again = await s.claim_events("w4", 10, 30, now + 201)
         assert [(e.id, e.attempts) for e in again] == [("e2", 0)]
-        await s.ack_event("e2", "w4")
+        await s.ack_event("e2", "w4", now + 7200)
+        purge_at = {e.id: e.purge_at for e in await s.list_events(None, 10)}
+        assert purge_at["e1"] == pytest.approx(now + 3600, abs=0.001)  # kept to the millisecond
+        assert purge_at["e2"] == pytest.approx(now + 7200, abs=0.001)
+        assert purge_at["later"] is None  # only a delivered event has one
         assert await s.purge_events("delivered", now + 0.5) == 1  # e1 only: e2 was created later
         assert {e.id for e in await s.list_events(None, 10)} == {"e2", "later"}
 

@@ -2,7 +2,8 @@
 
 Nothing survives a restart and nothing is shared between processes; use ``mongo`` for
 that. Expired login sessions are returned as such (the caller tells them apart) and
-swept now and then on write.
+swept now and then on write; delivered outbox events past their ``purge_at`` are removed
+during claims and acks (a heap keeps each sweep to the events it removes).
 Every method completes without awaiting, so each is atomic in the event loop.
 
 Records carry no MAC here, unlike in ``mongo``: they live only in this process's memory,
@@ -12,6 +13,7 @@ read the keys a MAC would use.
 
 from __future__ import annotations
 
+import heapq
 import time
 from collections.abc import Mapping
 from dataclasses import replace
@@ -53,6 +55,8 @@ class MemoryStorage(Storage):
         self.tokens: dict[str, AccessToken] = {}
         self.leases: dict[str, tuple[str, float]] = {}
         self.events: dict[str, OutboxEvent] = {}
+        # (purge_at, id) of every delivered event, soonest first: the sweep looks at the top only
+        self._purges: list[tuple[float, str]] = []
         self.counters: dict[str, tuple[int, float]] = {}
         # insertion order is creation order (a replaced record keeps its place): the oldest first
         self.sandbox_users: dict[tuple[str, str], SandboxUserRecord] = {}
@@ -193,6 +197,7 @@ class MemoryStorage(Storage):
         return True
 
     async def claim_events(self, owner: str, limit: int, lease_seconds: float, now: float) -> list[OutboxEvent]:
+        self._sweep_delivered(now)
         claimed: list[OutboxEvent] = []
         for event in sorted(self.events.values(), key=lambda e: e.next_attempt_at):
             if len(claimed) >= limit:
@@ -205,8 +210,23 @@ class MemoryStorage(Storage):
                 claimed.append(taken)
         return claimed
 
-    async def ack_event(self, event_id: str, owner: str) -> None:
-        self._update(event_id, status="delivered", lease_owner=None, lease_until=0.0, last_error=None)
+    async def ack_event(self, event_id: str, owner: str, purge_at: float) -> None:
+        if event_id in self.events:
+            self._update(
+                event_id, status="delivered", lease_owner=None, lease_until=0.0, last_error=None, purge_at=purge_at
+            )
+            heapq.heappush(self._purges, (purge_at, event_id))
+        self._sweep_delivered(time.time())
+
+    def _sweep_delivered(self, now: float) -> None:
+        """Remove the delivered events whose purge_at has come: O(1) when none has, and
+        O(log n) for each one removed. An entry whose event has gone (purged) or changed is
+        dropped; dead and pending events never have one."""
+        while self._purges and self._purges[0][0] <= now:
+            purge_at, event_id = heapq.heappop(self._purges)
+            event = self.events.get(event_id)
+            if event is not None and event.status == "delivered" and event.purge_at == purge_at:
+                del self.events[event_id]
 
     async def retry_event(self, event_id: str, owner: str, next_attempt_at: float, error: str) -> None:
         event = self.events.get(event_id)

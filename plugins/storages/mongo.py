@@ -209,6 +209,8 @@ class MongoStorage(Storage):
         await db.counters.create_index([("expire_at", ASCENDING)], expireAfterSeconds=0)
         await db.outbox.create_index([("status", ASCENDING), ("next_attempt_at", ASCENDING)])
         await db.outbox.create_index([("status", ASCENDING), ("created_at", ASCENDING)])
+        # delivered events: removed at their purge_at, set at the ack from webhooks.retention
+        await db.outbox.create_index([("purge_at", ASCENDING)], expireAfterSeconds=0)
         await db.sandbox_users.create_index([("created_at", ASCENDING)])  # dropping the oldest first
 
     async def close(self) -> None:
@@ -625,11 +627,11 @@ class MongoStorage(Storage):
         return None
 
     @_guarded
-    async def ack_event(self, event_id: str, owner: str) -> None:
-        await self.db.outbox.update_one(
-            {"_id": event_id},
-            {"$set": {"status": "delivered", "lease_owner": None, "lease_until": 0.0, "last_error": None}},
-        )
+    async def ack_event(self, event_id: str, owner: str, purge_at: float) -> None:
+        # purge_at is outside the MAC: a writer who changes it can only shorten the record's
+        # life, which deleting it does as well; it sends nothing.
+        changes = {"status": "delivered", "lease_owner": None, "lease_until": 0.0, "last_error": None}
+        await self.db.outbox.update_one({"_id": event_id}, {"$set": {**changes, "purge_at": _utc(purge_at)}})
 
     @_guarded
     async def retry_event(self, event_id: str, owner: str, next_attempt_at: float, error: str) -> None:
@@ -757,7 +759,26 @@ def _reason(exc: Exception) -> str:
     return str(exc)
 
 
-_EVENT_FIELDS = [f.name for f in dataclasses.fields(OutboxEvent) if f.name != "id"]
+# purge_at is stored as a datetime, for the TTL index, and only once delivered
+_EVENT_FIELDS = [f.name for f in dataclasses.fields(OutboxEvent) if f.name not in ("id", "purge_at")]
+
+
+def _utc(t: float) -> dt.datetime:
+    """A Unix time as MongoDB's TTL indexes want it: a (naive) UTC datetime."""
+    return dt.datetime.fromtimestamp(t, dt.UTC).replace(tzinfo=None)
+
+
+def _unix(value: object) -> float | None:
+    """A stored datetime back as a Unix time (the test wire-protocol server returns it as
+    text); None when there is none or it is not one."""
+    if isinstance(value, str):
+        try:
+            value = dt.datetime.fromisoformat(value)
+        except ValueError:
+            return None
+    if not isinstance(value, dt.datetime):
+        return None
+    return (value if value.tzinfo else value.replace(tzinfo=dt.UTC)).timestamp()
 
 
 def _event_doc(event: OutboxEvent) -> dict[str, Any]:
@@ -774,7 +795,7 @@ def _event(doc: dict[str, Any]) -> OutboxEvent | None:
     """The event, or None for a record that lacks a field of one (it was not written by a gateway)."""
     fields: dict[str, Any] = {name: doc[name] for name in _EVENT_FIELDS if name in doc}
     try:
-        return OutboxEvent(id=doc["_id"], **fields)
+        return OutboxEvent(id=doc["_id"], purge_at=_unix(doc.get("purge_at")), **fields)
     except TypeError:
         return None
 
