@@ -23,3 +23,15 @@ def mongo_uri() -> Iterator[str]:
     server = EmbeddedMongo(db="memory")
     yield server.start()
     server.stop()
+
+
+@pytest.fixture
+def receiver(request: pytest.FixtureRequest) -> Iterator[None]:
+    """A signed-webhook receiver for a test class, as ``self.crm`` (use with
+    ``@pytest.mark.usefixtures("receiver")``)."""
+    from tests.webhook_receiver import Receiver  # not at collection: it imports the gateway
+
+    crm = Receiver().start()
+    request.cls.crm = crm
+    yield
+    crm.stop()

@@ -205,14 +205,6 @@ apps:
 """
 
 
-@pytest.fixture
-def receiver(request: pytest.FixtureRequest) -> Any:
-    crm = Receiver().start()
-    request.cls.crm = crm
-    yield
-    crm.stop()
-
-
 @pytest.mark.usefixtures("receiver")
 class ForeignNumberTest(GatewayTestCase):
     crm: Receiver

@@ -128,14 +128,6 @@ apps:
 """
 
 
-@pytest.fixture
-def receiver(request: pytest.FixtureRequest) -> Any:
-    crm = Receiver().start()
-    request.cls.crm = crm
-    yield
-    crm.stop()
-
-
 @pytest.mark.usefixtures("receiver")
 class WebhookEventIdTest(_DeviceMixin):
     crm: Receiver
