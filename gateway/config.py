@@ -199,6 +199,8 @@ class Config:
     apps: Mapping[str, AppConfig]
     flows: Mapping[str, Mapping[str, tuple[ResolvedStep, ...]]]
     sandbox: SandboxConfig = field(default_factory=SandboxConfig)
+    # where server.host is set ("gw.yaml:3: server.host"), for errors about the address
+    host_where: str = ""
 
     @property
     def uses_sandbox(self) -> bool:
@@ -208,15 +210,19 @@ class Config:
     def mixes_sandbox_and_real(self) -> bool:
         return self.uses_sandbox and not all(app.uses_sandbox for app in self.apps.values())
 
-    def sandbox_bind_refusal(self, host: str) -> str | None:
-        """Why these apps may not be served on ``host``, or None. The sandbox has no
-        authentication: on an address others can reach, anyone could mint its users'
-        sessions. Checked once the bind address is known (``--host`` included)."""
+    def sandbox_bind_refusal(self, host: str | None = None) -> str | None:
+        """Why these apps may not be served on ``host`` (default: ``server.host``), or None.
+        The sandbox has no authentication: on an address others can reach, anyone could
+        mint its users' sessions. Checked once the bind address is known (``--host``
+        included), and by ``wxgate validate`` for the file's own address."""
+        from_file = host is None
+        host = self.server.host if host is None else host
         if not self.uses_sandbox or self.sandbox.public or is_loopback(host):
             return None
         names = ", ".join(name for name, app in self.apps.items() if app.uses_sandbox)
+        where = self.host_where if from_file and self.host_where else self.path
         return (
-            f"{self.path}: app(s) {names} use upstream: sandbox, which has no authentication, and {host!r} is not "
+            f"{where}: app(s) {names} use upstream: sandbox, which has no authentication, and {host!r} is not "
             "a loopback address; bind to 127.0.0.1 (server.host or --host), or set `sandbox: {public: true}` "
             "for a demo that others must reach"
         )
@@ -430,6 +436,7 @@ def parse_config(
         apps=apps,
         flows=flows,
         sandbox=model.sandbox,
+        host_where=f"{doc.line_of(('server', 'host'))}: server.host",
     )
 
 

@@ -133,3 +133,15 @@ def test_simulated_users_are_bounded_oldest_first() -> None:
         assert len(world.users) == 3
 
     asyncio.run(logins())
+
+
+def test_validate_refuses_what_serve_would_naming_the_line_of_server_host(tmp_path: Path) -> None:
+    config = tmp_path / "public.yaml"
+    config.write_text("server:\n  host: 0.0.0.0\n  port: 0\nstorage: {plugin: memory}\napps:" + SANDBOX_ON_SHOP)
+    for command in (["validate", str(config)], ["serve", "--config", str(config)]):
+        result = run_cli(*command)
+        assert result.returncode == 2, (command, result.stdout + result.stderr)
+        assert f"{config}:2: server.host: app(s) demo use upstream: sandbox" in result.stderr, result.stderr
+    public = tmp_path / "demo.yaml"
+    public.write_text(config.read_text().replace("storage:", "sandbox: {public: true}\nstorage:"))
+    assert run_cli("validate", str(public)).returncode == 0

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from gateway.config import DEFAULT_CONFIG
 from tests.helpers import ROOT, WXGATE, free_port, run_cli
 from tests.test_multiprocess import Cluster, login
 from tests.test_storage_contract import STORAGE_KEY
@@ -127,3 +128,17 @@ def test_unreachable_storage_exits_1(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert result.stderr.startswith("wxgate sessions revoke: The gateway's storage is unavailable.")
     assert "Traceback" not in result.stderr
+
+
+def test_nothing_to_attach_to_outside_the_gateways_directory(tmp_path: Path) -> None:
+    # the default config's embedded storage, run where it has no data: refused, nothing created
+    config = str(DEFAULT_CONFIG)
+    commands = [
+        ["sessions", "list", "--app", "demo", "--openid", "o", "--config", config],
+        ["events", "--config", config, "list"],
+    ]
+    for command in commands:
+        result = subprocess.run([WXGATE, *command], capture_output=True, text=True, cwd=tmp_path, timeout=60)
+        assert result.returncode == 1, result.stdout + result.stderr
+        assert "nothing to attach to" in result.stderr
+    assert list(tmp_path.iterdir()) == []

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
+from pathlib import Path
 from typing import TypeAlias
 
-from gateway.config import DEFAULT_CONFIG
+from gateway.config import DEFAULT_CONFIG, Config
 from gateway.errors import GatewayError
 
 # The contract's exit codes (0 is done).
@@ -40,3 +41,20 @@ def add_config_option(parser: argparse.ArgumentParser, what: str = "YAML file") 
 
 def describe(exc: GatewayError) -> str:
     return f"{exc.client_message} ({exc.log_detail or exc.code})"
+
+
+def require_shared_storage(config: Config) -> None:
+    """The storage a command attaches to must be one the gateway shares: not ``memory``
+    (it lives inside the gateway process), and with ``uri: embedded`` a data directory
+    that exists: started elsewhere, the command would make an empty database and a new
+    key there, and answer "nothing" about users it cannot see."""
+    if config.storage_cls.name == "memory":
+        raise CLIError("storage 'memory' lives inside the gateway process; use a shared storage", USAGE_ERROR)
+    options = config.storage_options
+    data_dir = getattr(options, "data_dir", None)
+    if getattr(options, "uri", None) == "embedded" and data_dir and not Path(data_dir).is_dir():
+        raise CLIError(
+            f"nothing to attach to: the embedded storage's data directory {data_dir!r} does not exist here "
+            f"({Path.cwd()}); run the command in the gateway's working directory, or set storage.options.data_dir",
+            RUNTIME_FAILURE,
+        )

@@ -10,6 +10,7 @@ from typing import Any
 from gateway.cli.base import RUNTIME_FAILURE, USAGE_ERROR, CLIError, Subcommands, add_command
 from gateway.cli.dry_run import run_dry
 from gateway.config import FLOWS, load_config
+from gateway.errors import ConfigError
 from gateway.hooks import Hooks
 from gateway.logs import configure_logging
 from gateway.pipeline import Pipeline
@@ -44,6 +45,9 @@ def _validate(args: argparse.Namespace) -> int:
         for flow, steps in app_flows.items():
             Pipeline.build(flow, steps)
     Hooks()  # and the installed hook plugins are loaded and checked
+    refusal = config.sandbox_bind_refusal()  # what serve would refuse for the file's own address
+    if refusal is not None:
+        raise ConfigError(refusal)
     count = sum(len(f) for f in config.flows.values())
     print(f"{args.config}: valid ({len(config.apps)} apps, {count} flows, digest {config.digest})")
     return 0

@@ -15,6 +15,7 @@ from gateway.cli.base import (
     add_command,
     add_config_option,
     describe,
+    require_shared_storage,
 )
 from gateway.config import load_config
 from gateway.errors import GatewayError
@@ -43,8 +44,7 @@ def add_events(sub: Subcommands) -> None:
 
 def _events(args: argparse.Namespace) -> int:
     config = load_config(args.config)
-    if config.storage_cls.name == "memory":
-        raise CLIError("storage 'memory' lives inside the gateway process; use a shared storage", USAGE_ERROR)
+    require_shared_storage(config)
     if args.action == "retry" and not args.ids and not args.all:
         raise CLIError("name event ids, or --all", USAGE_ERROR)
     older_than = time.time() - _age_seconds(args.older_than) if args.action == "purge" else 0.0

@@ -26,7 +26,7 @@ def _serve(args: argparse.Namespace) -> int:
     configure_logging(config.server.log_format)
     host = args.host or config.server.host
     port = config.server.port if args.port is None else args.port
-    refusal = config.sandbox_bind_refusal(host)  # only now is the address known
+    refusal = config.sandbox_bind_refusal(args.host)  # only now is the address known (None: the file's)
     if refusal is not None:
         raise ConfigError(refusal)
     return serve(config, host, port, args.processes)

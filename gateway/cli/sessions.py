@@ -20,6 +20,7 @@ from gateway.cli.base import (
     add_command,
     add_config_option,
     describe,
+    require_shared_storage,
 )
 from gateway.config import load_config
 from gateway.errors import GatewayError
@@ -58,8 +59,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
 
 def _sessions(args: argparse.Namespace) -> int:
     config = load_config(args.config)
-    if config.storage_cls.name == "memory":
-        raise CLIError("storage 'memory' lives inside the gateway process; use a shared storage", USAGE_ERROR)
+    require_shared_storage(config)
     app = config.apps.get(args.app)
     if app is None:
         raise CLIError(f"no app {args.app!r} in {config.path}; its apps: {', '.join(sorted(config.apps))}", USAGE_ERROR)
