@@ -26,12 +26,8 @@ import tornado.httputil
 from gateway.error_response import JSON_TYPE, render_error
 from gateway.errors import BodyTimeout, BodyTooLarge, GatewayError, MethodNotAllowed, PipelineTimeout, StepFailed
 from gateway.flows import ALLOWED_METHODS, choose_flow, notify_step_failed, resolve_app, run_flow
-
-# Their older import path (before the flow path was split into wire, fields and flows).
-from gateway.flows import FORBIDDEN_RESPONSE_KEYS as FORBIDDEN_RESPONSE_KEYS
 from gateway.jsoncodec import dumps
 from gateway.logs import get_logger
-from gateway.request_fields import STRING_FIELDS as STRING_FIELDS
 from gateway.request_fields import bearer_token, parse_fields
 from gateway.request_record import RequestRecord, record_request, request_id_from
 from gateway.runtime import Gateway

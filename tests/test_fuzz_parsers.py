@@ -41,9 +41,10 @@ from tornado.httputil import HTTPHeaders
 
 from gateway.config import DEFAULT_CONFIG
 from gateway.errors import all_error_classes
-from gateway.flow_request import FORBIDDEN_RESPONSE_KEYS, STRING_FIELDS
+from gateway.flows import FORBIDDEN_RESPONSE_KEYS
 from gateway.openapi import build_openapi
 from gateway.pytest_plugin import SUITE_LOG
+from gateway.request_fields import STRING_FIELDS
 from gateway.testing import GatewayTestCase, LeakWatch
 from gateway.wechat import crypto
 from gateway.wechat.crypto import DecryptionFailed, MalformedInput

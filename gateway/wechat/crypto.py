@@ -19,11 +19,10 @@ import re
 import urllib.parse
 from typing import Any
 
-import orjson
 from Crypto.Cipher import AES
 from Crypto.Util.Padding import pad, unpad
 
-from gateway.jsoncodec import LONG_NUMBER
+from gateway.jsoncodec import loads
 
 KEY_BYTES = 16
 IV_BYTES = 16
@@ -103,21 +102,10 @@ def decrypt_bytes(session_key: str, iv: str, data: str) -> bytes:
         raise DecryptionFailed() from None
 
 
-def _loads_utf8(plain: bytes) -> Any:
-    """Strict UTF-8 JSON. orjson (a tenth of json.loads' cost) unless it refuses the text
-    (lone surrogates...) or may round a number in it; then the standard library decides."""
-    if LONG_NUMBER.search(plain) is None:
-        try:
-            return orjson.loads(plain)
-        except orjson.JSONDecodeError:
-            pass
-    return json.loads(plain.decode("utf-8"))
-
-
 def decrypt_json(session_key: str, iv: str, data: str) -> dict[str, Any]:
     plain = decrypt_bytes(session_key, iv, data)
     try:
-        obj = _loads_utf8(plain)
+        obj = loads(plain, utf8_only=True)
     except (UnicodeDecodeError, ValueError, RecursionError):
         raise DecryptionFailed() from None
     if not isinstance(obj, dict):
