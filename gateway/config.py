@@ -20,24 +20,16 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
 from gateway.errors import ConfigError
+from gateway.flow_names import DEFAULT_PIPELINES, FlowName, RawStep
 from gateway.registry import Registry
 from gateway.step import Step, StepOptions
 from gateway.storage import Storage, StorageOptions
 
-FLOWS = ("login", "phone", "phone_oneshot", "phone_code", "userinfo", "session", "logout")
-FlowName = Literal["login", "phone", "phone_oneshot", "phone_code", "userinfo", "session", "logout"]
-# Flows every app has even when its file defines neither (files written before they
-# existed keep working); a file that defines one replaces its default.
-DEFAULT_PIPELINES: dict[str, list[RawStep]] = {
-    "session": ["check_session", "session_info"],
-    "logout": ["check_session", "revoke_session"],
-}
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "config" / "gateway.yaml"
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 Path_ = tuple[str | int, ...]
-RawStep = str | dict[str, dict[str, Any] | None]
 
 
 class _Strict(BaseModel):

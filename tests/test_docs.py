@@ -21,7 +21,6 @@ from gateway import hookspecs
 from gateway.cli import _parser
 from gateway.config import (
     DEFAULT_CONFIG,
-    FLOWS,
     AppConfig,
     EndpointConfig,
     SandboxConfig,
@@ -29,6 +28,7 @@ from gateway.config import (
     WebhooksConfig,
 )
 from gateway.errors import WECHAT_ERRCODES, GatewayError, all_error_classes
+from gateway.flow_names import FLOWS
 from gateway.hookspecs import HOOK_NAMES
 from gateway.registry import Registry
 from tests.helpers import ROOT

@@ -9,8 +9,9 @@ from typing import Any
 
 from gateway.cli.base import RUNTIME_FAILURE, USAGE_ERROR, CLIError, Subcommands, add_command
 from gateway.cli.dry_run import run_dry
-from gateway.config import FLOWS, load_config
+from gateway.config import load_config
 from gateway.errors import ConfigError
+from gateway.flow_names import FLOWS
 from gateway.hooks import Hooks
 from gateway.logs import configure_logging
 from gateway.pipeline import Pipeline

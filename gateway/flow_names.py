@@ -1,0 +1,22 @@
+"""The flows an app can define, and the pipelines it has when its file defines none.
+
+Kept apart from the configuration loader so that adding a flow touches this list, the
+routing rule in :mod:`gateway.flows` and the default file, and nothing else.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+FLOWS = ("login", "phone", "phone_oneshot", "phone_code", "userinfo", "session", "logout")
+FlowName = Literal["login", "phone", "phone_oneshot", "phone_code", "userinfo", "session", "logout"]
+
+# A step as written in YAML: its name, or {name: options}.
+RawStep = str | dict[str, dict[str, Any] | None]
+
+# Flows every app has even when its file defines neither (files written before they
+# existed keep working); a file that defines one replaces its default.
+DEFAULT_PIPELINES: dict[str, list[RawStep]] = {
+    "session": ["check_session", "session_info"],
+    "logout": ["check_session", "revoke_session"],
+}
