@@ -60,10 +60,47 @@ class Hooks:
             kind = plugin if inspect.ismodule(plugin) or inspect.isclass(plugin) else type(plugin)
             name = kind.__name__ if inspect.ismodule(kind) else f"{kind.__module__}.{kind.__qualname__}"
             name = name if self.pm.get_plugin(name) is None else f"{name}#{id(plugin)}"
+        self._refuse_mistakes(plugin, name)
         self.pm.register(plugin, name=name)
         self._refuse_wrappers(plugin, name)
         self.pm.check_pending()  # an implementation of a hook that does not exist is an error
         self.active = frozenset(name for name, caller in vars(self.pm.hook).items() if caller.get_hookimpls())
+
+    def _refuse_mistakes(self, plugin: object, name: str) -> None:
+        """A misspelled hook or argument, explained before pluggy registers anything of the plugin:
+        the closest hook name, or the arguments the hook has."""
+        for attribute in dir(plugin):
+            options = self.pm.parse_hookimpl_opts(plugin, attribute)
+            if options is None:
+                continue
+            hook = options.get("specname") or attribute
+            expected = self._arguments.get(hook)
+            if expected is None:
+                close = difflib.get_close_matches(hook, self._arguments, n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                raise pluggy.PluginValidationError(
+                    plugin,
+                    f"plugin {name!r} implements {hook!r}, which is no wxgate hook{hint}; the hooks are "
+                    f"{', '.join(hookspecs.HOOK_NAMES)} (docs/hooks.md)",
+                )
+            function = getattr(plugin, attribute)
+            asked = [
+                p.name
+                for p in inspect.signature(function).parameters.values()
+                if p.default is p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+            ]
+            if inspect.isclass(plugin) and asked[:1] in (["self"], ["cls"]):
+                asked = asked[1:]
+            unknown = [argument for argument in asked if argument not in expected]
+            if unknown:
+                guesses = {a: difflib.get_close_matches(a, expected, n=1) for a in unknown}
+                named = ", ".join(f"{a!r}" + (f" (did you mean {g[0]!r}?)" if g else "") for a, g in guesses.items())
+                spec = getattr(self.pm.hook, hook).spec.argnames
+                raise pluggy.PluginValidationError(
+                    plugin,
+                    f"plugin {name!r} implements {hook}({', '.join(asked)}), but {hook} has no argument {named}; "
+                    f"it takes any of: {', '.join(spec)}",
+                )
 
     def _refuse_wrappers(self, plugin: object, name: str) -> None:
         """notify() calls each implementation as a plain function: a wrapper's body would never run."""

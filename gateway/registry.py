@@ -12,6 +12,7 @@ so they are always the version of wxgate they ship in.
 
 from __future__ import annotations
 
+import difflib
 import inspect
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -20,7 +21,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from gateway.step import STEP_API_VERSION, Step, StepOptions
+from gateway.step import FACTS, STEP_API_VERSION, Step, StepOptions
 from gateway.storage import METHODS_ADDED_IN, STORAGE_API_VERSION, Storage, StorageOptions
 
 STEP_GROUP = "wxgate.steps"
@@ -93,6 +94,8 @@ def _check(
             f"{kind} {name!r} from {where} must declare Options as a subclass of "
             f"{options_base.__module__}.{options_base.__name__}"
         )
+    if base is Step:
+        _check_declarations(kind, name, where, obj)
     declared_api = getattr(obj, "api_version", None)
     if declared_api != api_version:
         raise PluginError(
@@ -103,6 +106,19 @@ def _check(
         cls: type[Any] = obj
         cls.version = version_of_dist
         _VERSIONS_FROM_DISTRIBUTIONS.add(cls)
+
+
+def _check_declarations(kind: str, name: str, where: str, obj: Any) -> None:
+    """needs and gives (class-level) name only known facts: a misspelled one would never be given."""
+    for attribute in ("needs", "gives"):
+        value = getattr(obj, attribute, None)
+        if value is None and attribute == "gives":
+            continue  # not declared: checked as a step written before declarations
+        if not isinstance(value, tuple | list | frozenset | set) or any(v not in FACTS for v in value):
+            raise PluginError(
+                f"{kind} {name!r} from {where} declares {attribute} = {value!r}: expected a tuple of "
+                f"{', '.join(map(repr, FACTS))}"
+            )
 
 
 @dataclass
@@ -117,6 +133,18 @@ class Registry:
         _check("step", Step, StepOptions, STEP_API_VERSION, cls, name, ep)
         self._claim(f"step {name!r}", self.steps.get(name), cls, ep)
         self.steps[name] = cls
+
+    def unknown_step(self, name: str) -> str:
+        """Why ``name`` is no step, for the configuration error: a typo, or a plugin not (re)installed."""
+        close = difflib.get_close_matches(name, self.steps, n=1)
+        guess = f" (did you mean {close[0]!r}?)" if close else ""
+        known = ", ".join(sorted(self.steps)) or "none"
+        return (
+            f"unknown step {name!r}{guess}; steps come from the {STEP_GROUP!r} entry points of the installed "
+            f"packages: if {name!r} is your plugin's, install its package into this environment, and after "
+            f"editing its entry points run `pip install -e .` again; `wxgate version` lists every step and where "
+            f"it comes from; known steps: {known}"
+        )
 
     def add_storage(self, cls: type[Storage], ep: EntryPoint | None = None) -> None:
         name = ep.name if ep is not None else getattr(cls, "name", "?")

@@ -7,18 +7,40 @@ once per pipeline at configuration load with validated options, then awaited onc
 per request with the :class:`~gateway.context.Context`. It enriches the context or
 raises a :class:`~gateway.errors.GatewayError` to stop the flow; it never writes the
 HTTP response itself.
+
+A step also says what it **needs** from the steps before it and what it **gives** to the
+steps after it, as names of what the context holds (:data:`Fact`): ``needs`` and
+``gives`` in the class, next to ``name`` and ``Options``, or :meth:`Step.needs_for` and
+:meth:`Step.gives_for` when they depend on the options. Loading a configuration checks
+every pipeline against them (:mod:`gateway.pipeline_check`), so a step put before the
+one it depends on is an error at load, not a wrong answer at run time.
+
+Declarations were added within interface version 1, without a bump: they are
+optional, and a step that declares nothing (``gives`` left ``None``, as every step
+written before them) is checked as before: it needs nothing, and since what it gives
+is unknown, the steps after it are not checked either.
 """
 
 from __future__ import annotations
 
 import inspect
-from typing import Any, ClassVar, Generic, TypeVar, get_args, get_origin
+from typing import Any, ClassVar, Generic, Literal, TypeVar, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict
 
 from gateway.context import Context
 
 STEP_API_VERSION = 1
+
+Fact = Literal["session", "phone", "userinfo", "share", "data", "response"]
+"""What a step can need or give:
+
+- ``session``: ``ctx.session`` is set (``code2session``, ``check_session``);
+- ``phone``, ``userinfo``, ``share``: ``ctx.data`` holds that kind of open data (each implies ``data``);
+- ``data``: ``ctx.data`` holds open data of some kind (``decrypt``, ``cloud_data``, ``phone_code``);
+- ``response``: ``ctx.response`` has the answer's fields (``respond``, ``issue_session``, ``session_info``).
+"""
+FACTS: tuple[Fact, ...] = get_args(Fact)
 
 
 class StepOptions(BaseModel):
@@ -46,6 +68,11 @@ class Step(Generic[OptionsT]):
     # says ``retryable: false``, since resending the same request cannot succeed. A step
     # may set it per instance from its options.
     single_use: bool = False
+    # What must be in the context before the step runs, and what it leaves there for the
+    # steps after it (see Fact). gives = None: not declared (a step written before
+    # declarations existed), so nothing after it can be checked.
+    needs: ClassVar[tuple[Fact, ...]] = ()
+    gives: ClassVar[tuple[Fact, ...] | None] = None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -69,6 +96,17 @@ class Step(Generic[OptionsT]):
 
     def __init__(self, options: OptionsT) -> None:
         self.options = options
+
+    @classmethod
+    def needs_for(cls, options: OptionsT) -> tuple[Fact, ...]:
+        """What the step needs with these options: ``needs`` unless overridden.
+        Called at configuration load, before the step is built."""
+        return cls.needs
+
+    @classmethod
+    def gives_for(cls, options: OptionsT) -> tuple[Fact, ...] | None:
+        """What the step gives with these options (``None``: not declared): ``gives`` unless overridden."""
+        return cls.gives
 
     async def __call__(self, ctx: Context) -> None:
         raise NotImplementedError

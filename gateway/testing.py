@@ -6,13 +6,17 @@
   ``AsyncHTTPTestCase``; its helpers play the mini program.
 - :class:`LeakWatch` records what those tests showed and the secrets they must not show;
   the pytest plugin :mod:`gateway.pytest_plugin` fails the session if one leaked.
+- :func:`capture_log` records the gateway's log events, as they are written (after
+  redaction), so a test can assert that no ``hook_failed`` was logged;
+  ``GatewayTestCase`` captures each test's in ``self.log_events``.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, MutableMapping
+from contextlib import contextmanager
 from typing import Any
 from urllib.parse import urlencode
 
@@ -57,6 +61,64 @@ class LeakWatch:
                 found.append(secret[:4] + "...")
         found += [secret[:4] + "..." for secret in cls.log_secrets if len(secret) >= 8 and secret in logs]
         return found
+
+
+class CapturedLog:
+    """The log events written while :func:`capture_log` was active, each a dict as the
+    renderer got it: ``event``, ``level``, the event's keys (redacted) and, for an
+    exception, its formatted ``exception``."""
+
+    def __init__(self) -> None:
+        self.events: list[dict[str, Any]] = []
+
+    def named(self, event: str) -> list[dict[str, Any]]:
+        """The events called ``event`` (e.g. ``"hook_failed"``), in order."""
+        return [e for e in self.events if e.get("event") == event]
+
+    def assert_none(self, event: str = "hook_failed") -> None:
+        """Fail, showing what was logged, if an event called ``event`` was written. The
+        default is the one a hook that raised leaves: hooks never fail a request, so the
+        log is where a broken hook shows."""
+        found = self.named(event)
+        if found:
+            shown = "\n".join(
+                ", ".join(f"{k}={v!r}" for k, v in e.items() if k != "exception") + f"\n{e.get('exception', '')}"
+                for e in found
+            )
+            raise AssertionError(f"{len(found)} {event} event(s) logged:\n{shown}")
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        return iter(self.events)
+
+    def __len__(self) -> int:
+        return len(self.events)
+
+
+@contextmanager
+def capture_log() -> Iterator[CapturedLog]:
+    """Record every log event written inside the block, without changing the output.
+
+    The recorder joins structlog's configured processors just before the renderer, so
+    the events are captured as they are written (secrets already redacted) and still
+    reach the real output: unlike ``structlog.testing.capture_logs``, the leak check of
+    :mod:`gateway.pytest_plugin` still reads them. An ``async def`` hook runs in the
+    background: wait for it (``GatewayTestCase``: ``self.io_loop.run_sync(self.gateway.hooks.drain)``)
+    before asserting on what it logged.
+    """
+    captured = CapturedLog()
+    processors = list(structlog.get_config()["processors"])
+
+    def record(_logger: Any, _method: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+        captured.events.append(dict(event_dict))
+        return event_dict
+
+    # before the renderer, which turns the dict into text; with no renderer at all, last
+    at = len(processors) - 1 if processors else 0
+    structlog.configure(processors=[*processors[:at], record, *processors[at:]])
+    try:
+        yield captured
+    finally:
+        structlog.configure(processors=processors)
 
 
 def make_app_config(**overrides: Any) -> AppConfig:
@@ -123,6 +185,11 @@ class GatewayTestCase(AsyncHTTPTestCase):
     storage_plugin: str | None = "memory"
     # Hook implementations to register besides the installed ones (wxgate.hooks entry points).
     hook_plugins: list[object] = []
+
+    def setUp(self) -> None:
+        # before the gateway starts, so its start-up events are captured too
+        self.log_events = self.enterContext(capture_log())
+        super().setUp()
 
     def get_config(self) -> Config:
         if self.config_text is not None:

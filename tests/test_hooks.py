@@ -168,7 +168,11 @@ def test_an_implementation_with_unknown_arguments_is_refused() -> None:
 
     with pytest.raises(pluggy.PluginValidationError) as caught:
         Hooks(plugins=[Typo()], load_entry_points=False)
-    assert "open_id" in str(caught.value)
+    assert str(caught.value) == (
+        f"plugin 'tests.test_hooks.{Typo.__qualname__}' implements wxgate_user_logged_in(open_id), "
+        "but wxgate_user_logged_in has no argument 'open_id' (did you mean 'openid'?); "
+        "it takes any of: request_id, app, appid, openid, unionid, first_login"
+    )
 
 
 def test_an_implementation_of_no_hook_is_refused() -> None:
@@ -178,7 +182,36 @@ def test_an_implementation_of_no_hook_is_refused() -> None:
 
     with pytest.raises(pluggy.PluginValidationError) as caught:
         Hooks(plugins=[Misnamed()], load_entry_points=False)
-    assert "wxgate_user_loggedin" in str(caught.value)
+    message = str(caught.value)
+    assert message.startswith(
+        f"plugin 'tests.test_hooks.{Misnamed.__qualname__}' implements 'wxgate_user_loggedin', which is no wxgate hook "
+        "(did you mean 'wxgate_user_logged_in'?); the hooks are wxgate_startup, "
+    )
+    assert message.endswith("(docs/hooks.md)")
+
+
+def test_a_refused_plugin_is_not_left_half_registered() -> None:
+    class Partly:
+        @hookimpl
+        def wxgate_shutdown(self, pid: int) -> None: ...
+
+        @hookimpl
+        def wxgate_startup(self, digest: str) -> None: ...
+
+    hooks = Hooks(load_entry_points=False)
+    with pytest.raises(pluggy.PluginValidationError, match="it takes any of: config_digest, apps, pid"):
+        hooks.register(Partly())
+    assert not hooks.has("wxgate_shutdown")
+    assert hooks.pm.get_plugins() == set()
+
+
+def test_an_implementation_may_take_a_subset_and_optional_extras() -> None:
+    class Fine:
+        @hookimpl
+        def wxgate_request_finished(self, status: int, extra: str = "") -> None: ...
+
+    hooks = Hooks(plugins=[Fine()], load_entry_points=False)
+    assert hooks.has("wxgate_request_finished")
 
 
 def test_hooks_run_in_pluggy_order() -> None:

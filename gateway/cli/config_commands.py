@@ -9,31 +9,32 @@ from typing import Any
 
 from gateway.cli.base import RUNTIME_FAILURE, USAGE_ERROR, CLIError, Subcommands, add_command
 from gateway.cli.dry_run import run_dry
-from gateway.config import load_config
+from gateway.config import ResolvedStep, load_config
 from gateway.errors import ConfigError
 from gateway.flow_names import FLOWS
 from gateway.hooks import Hooks
 from gateway.logs import configure_logging
 from gateway.pipeline import Pipeline
+from gateway.pipeline_check import declared
 
 
 def add_validate(sub: Subcommands) -> None:
     parser = add_command(sub, "validate", _validate, help="check a configuration file; exit 0 when valid")
-    parser.add_argument("config", help="YAML file")
+    parser.add_argument("config", nargs="?", default=argparse.SUPPRESS, help="YAML file (or --config)")
 
 
 def add_pipelines(sub: Subcommands) -> None:
     parser = add_command(
         sub, "pipelines", _pipelines, help="show each app's resolved flows with step options (secrets masked)"
     )
-    parser.add_argument("config", help="YAML file")
+    parser.add_argument("config", nargs="?", default=argparse.SUPPRESS, help="YAML file (or --config)")
     parser.add_argument("--app", help="only this app")
     parser.add_argument("--json", action="store_true", help="as JSON")
 
 
 def add_dry_run(sub: Subcommands) -> None:
     parser = add_command(sub, "dry-run", _dry_run, help="run one flow against the sandbox and show each step")
-    parser.add_argument("config", help="YAML file")
+    parser.add_argument("config", nargs="?", default=argparse.SUPPRESS, help="YAML file (or --config)")
     parser.add_argument("--app", required=True)
     parser.add_argument("--flow", required=True, choices=FLOWS)
     parser.add_argument("--user", default="dry-run-user", help="the simulated WeChat user (default: %(default)s)")
@@ -70,6 +71,8 @@ def _pipelines(args: argparse.Namespace) -> int:
                 flow: [{step.name: step.options.model_dump(mode="json")} for step in steps]
                 for flow, steps in config.flows[name].items()
             },
+            # beside "flows", whose {step: options} items scripts already read
+            "declared": {flow: [_declared(step) for step in steps] for flow, steps in config.flows[name].items()},
         }
     if args.json:
         print(json.dumps(out, indent=2, ensure_ascii=False))
@@ -78,11 +81,23 @@ def _pipelines(args: argparse.Namespace) -> int:
         print(f"{name}  appid={app_info['appid']}  upstream={app_info['upstream']}")
         for flow, steps in app_info["flows"].items():
             print(f"  {flow}:")
-            for step in steps:
+            for step, facts in zip(steps, app_info["declared"][flow], strict=True):
                 ((step_name, options),) = step.items()
                 shown = ", ".join(f"{k}={v!r}" for k, v in options.items())
-                print(f"    - {step_name}" + (f"  ({shown})" if shown else ""))
+                print(f"    - {step_name}" + (f"  ({shown})" if shown else "") + f"  [{_shown(facts)}]")
     return 0
+
+
+def _declared(step: ResolvedStep) -> dict[str, list[str] | None]:
+    """What the step needs and gives with its options (gives None: the step declares nothing)."""
+    found = declared(step)
+    return {"needs": list(found.needs), "gives": None if found.gives is None else list(found.gives)}
+
+
+def _shown(declared: dict[str, list[str] | None]) -> str:
+    needs, gives = declared["needs"], declared["gives"]
+    gives_text = "not declared" if gives is None else (", ".join(gives) or "nothing")
+    return f"needs: {', '.join(needs or ()) or 'nothing'}; gives: {gives_text}"
 
 
 def _dry_run(args: argparse.Namespace) -> int:

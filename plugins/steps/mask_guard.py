@@ -18,6 +18,8 @@ class MaskGuardOptions(StepOptions):
 
 class MaskGuard(Step[MaskGuardOptions]):
     name: ClassVar[str] = "mask_guard"
+    needs = ("data",)
+    gives = ()
 
     async def __call__(self, ctx: Context) -> None:
         for field in self.options.fields:

@@ -16,6 +16,8 @@ class RespondOptions(StepOptions):
 
 class Respond(Step[RespondOptions]):
     name: ClassVar[str] = "respond"
+    needs = ("data",)
+    gives = ("response",)
 
     async def __call__(self, ctx: Context) -> None:
         wanted = self.options.fields if self.options.fields is not None else list(ctx.data)

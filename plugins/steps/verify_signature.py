@@ -17,6 +17,8 @@ class VerifySignatureOptions(StepOptions):
 
 class VerifySignature(Step[VerifySignatureOptions]):
     name: ClassVar[str] = "verify_signature"
+    needs = ("session",)
+    gives = ()
 
     async def __call__(self, ctx: Context) -> None:
         raw, signature = ctx.fields.get("rawData"), ctx.fields.get("signature")

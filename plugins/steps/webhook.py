@@ -24,6 +24,8 @@ class WebhookOptions(StepOptions):
 
 class Webhook(Step[WebhookOptions]):
     name: ClassVar[str] = "webhook"
+    needs = ("session",)
+    gives = ()
 
     async def __call__(self, ctx: Context) -> None:
         session = ctx.require_session()

@@ -87,3 +87,4 @@ apps:
         self.login("fresh-user")
         self.login("fresh-user")
         assert NEW_USERS["demo"] == before + 1
+        self.log_events.assert_none("hook_failed")  # a hook that raised would not have failed the request

@@ -34,6 +34,8 @@ class BlocklistOptions(StepOptions):
 class PhoneBlocklist(Step[BlocklistOptions]):
     name: ClassVar[str] = "phone_blocklist"
     version: ClassVar[str] = "1.0.0"
+    needs = ("phone",)  # put after decrypt (kind: phone) or phone_code: checked when a configuration loads
+    gives = ()
 
     def __init__(self, options: BlocklistOptions) -> None:
         super().__init__(options)
