@@ -151,6 +151,13 @@ class Unauthorized(GatewayError):
     retryable = True  # after a fresh login; the client logs in again and resends once
 
 
+class AdminTokenRequired(Unauthorized):
+    code = "admin_token_required"
+    message = "This admin endpoint needs the admin token."
+    hint = "Send 'Authorization: Bearer <server.admin.token>' (the console page asks for it)."
+    retryable = False  # resending without the right token cannot succeed
+
+
 class SessionInvalid(Unauthorized):
     code = "session_invalid"
     message = "The session token is unknown."
@@ -253,6 +260,17 @@ class UnexpectedPayload(Unprocessable):
     code = "unexpected_payload"
     message = "The decrypted data is not of the expected kind."
     hint = "Send phone data to /phone and user info to /userinfo."
+
+
+class CloudDataFailed(Unprocessable):
+    # WeChat documents one errcode for getopendata (40003, invalid openid) and no finer
+    # ones, so every refusal of a cloudID is this one code; the errcode goes to the log.
+    code = "cloud_data_failed"
+    message = "WeChat gave no data for this cloudID."
+    hint = (
+        "Send the cloudID from the event once, within 5 minutes, with the token of the user who tapped; "
+        "for a fresh one, ask the user again."
+    )
 
 
 # --- 429 / 5xx: WeChat or the gateway in trouble ------------------------------------------
@@ -365,8 +383,17 @@ WECHAT_ERRCODES: dict[int, type[GatewayError]] = {
 }
 
 
-def error_for_errcode(errcode: int, errmsg: str, api: str) -> GatewayError:
-    cls = WECHAT_ERRCODES.get(errcode, UpstreamError)
+# Errcodes that mean the same at every API: WeChat busy, frequency limits, the app's credentials.
+APP_WIDE_ERRCODES = frozenset({-1, 45009, 45011, 40013, 40125})
+
+
+def error_for_errcode(errcode: int, errmsg: str, api: str, otherwise: type[GatewayError] | None = None) -> GatewayError:
+    """``otherwise``: the class of every errcode but the app-wide ones, for an API whose
+    own errcodes all mean one thing to the client (getopendata: cloud_data_failed)."""
+    if otherwise is not None and errcode not in APP_WIDE_ERRCODES:
+        cls = otherwise
+    else:
+        cls = WECHAT_ERRCODES.get(errcode, UpstreamError)
     return cls(log_detail=f"{api}: errcode {errcode} {errmsg}")
 
 

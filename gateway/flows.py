@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from gateway.runtime import AppRuntime, Gateway, Snapshot
 
 LOGIN_FLOWS = frozenset({"login", "phone_oneshot"})
-PHONE_FLOWS = frozenset({"phone", "phone_code", "phone_oneshot"})
+PHONE_FLOWS = frozenset({"phone", "phone_code", "phone_cloud", "phone_oneshot"})
 # The flow endpoints and their methods (for 405's Allow header); gateway.front routes these.
 ALLOWED_METHODS = {"login": "POST", "phone": "GET, POST", "userinfo": "POST", "session": "GET", "logout": "POST"}
 # Never sent to a client, whatever a step put in the response.
@@ -43,19 +43,32 @@ def resolve_app(snapshot: Snapshot, method: str, endpoint: str, app_path: str) -
 
 
 def choose_flow(endpoint: str, token: str | None, fields: Mapping[str, str]) -> str:
-    """/phone serves three flows: with a token, encryptedData (``phone``) or a one-time
-    phone code (``phone_code``); without one, a wx.login code (``phone_oneshot``). Every
-    other endpoint is the flow of its name."""
+    """/phone serves four flows: with a token, encryptedData (``phone``), a one-time phone
+    code (``phone_code``) or a cloudID without either (``phone_cloud``); without one, a
+    wx.login code (``phone_oneshot``). /userinfo with a token and a cloudID but neither
+    encryptedData nor code is ``userinfo_cloud``. Every other endpoint is the flow of its
+    name. The cloudID flows need a token: without one, the request goes where it went
+    before they existed (and is refused there)."""
+    if endpoint == "userinfo":
+        return "userinfo_cloud" if token is not None and _cloud_only(fields) else endpoint
     if endpoint != "phone":
         return endpoint
     if token is not None:
-        return "phone_code" if "code" in fields and "encryptedData" not in fields else "phone"
+        if "encryptedData" in fields:
+            return "phone"
+        if "code" in fields:
+            return "phone_code"
+        return "phone_cloud" if "cloudID" in fields else "phone"
     if "code" in fields:
         return "phone_oneshot"
     raise Unauthorized(
         hint="Send 'Authorization: Bearer <token>' from /v1/{app}/login, or a fresh wx.login "
         "'code' with encryptedData and iv for the one-shot call."
     )
+
+
+def _cloud_only(fields: Mapping[str, str]) -> bool:
+    return "cloudID" in fields and "code" not in fields and "encryptedData" not in fields
 
 
 async def run_flow(

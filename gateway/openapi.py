@@ -128,6 +128,8 @@ def build_openapi() -> dict[str, Any]:
             encryptedData="From getPhoneNumber (with a token, or with code for the one-shot flow).",
             iv="From getPhoneNumber.",
             code="With a token: the button's phone code (2.21.2+). Without: a fresh wx.login code (one-shot).",
+            cloudID="With a token, and without code and encryptedData: the event's cloudID (cloud development, "
+            "2.8.0+), exchanged at WeChat's getopendata (phone_cloud flow).",
         ),
         "PhoneResponse": {
             "type": "object",
@@ -135,11 +137,13 @@ def build_openapi() -> dict[str, Any]:
             "properties": {"phoneNumber": _STRING, "purePhoneNumber": _STRING, "countryCode": _STRING},
         },
         "UserInfoRequest": _fields(
-            ["encryptedData", "iv"],
-            encryptedData="From wx.getUserProfile.",
+            [],
+            encryptedData="From wx.getUserProfile (with iv; the userinfo flow).",
             iv="From wx.getUserProfile.",
-            rawData="Optional; checked with signature.",
+            rawData="Optional; checked with signature (userinfo flow).",
             signature="sha1(rawData + session_key), from wx.getUserProfile.",
+            cloudID="Without encryptedData: wx.getUserProfile's cloudID (cloud development), exchanged at "
+            "WeChat's getopendata (userinfo_cloud flow).",
         ),
         "UserInfoResponse": {
             "type": "object",
@@ -190,7 +194,8 @@ def build_openapi() -> dict[str, Any]:
             },
             "/v1/{app}/phone": {
                 "post": {
-                    "summary": "The user's phone number (token + encryptedData, token + phone code, or one-shot)",
+                    "summary": "The user's phone number (token + encryptedData, token + phone code, token + "
+                    "cloudID, or one-shot)",
                     "operationId": "phone",
                     "parameters": [app_param, *phone_query],
                     "security": [*bearer, {}],
@@ -206,7 +211,7 @@ def build_openapi() -> dict[str, Any]:
             },
             "/v1/{app}/userinfo": {
                 "post": {
-                    "summary": "The user's profile, decrypted (watermark removed)",
+                    "summary": "The user's profile, decrypted or from its cloudID (watermark removed)",
                     "operationId": "userinfo",
                     "parameters": [app_param],
                     "security": bearer,

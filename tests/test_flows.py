@@ -9,6 +9,10 @@ from dataclasses import replace
 from typing import Any
 from urllib.parse import quote
 
+import pytest
+
+from gateway.errors import Unauthorized
+from gateway.flows import choose_flow
 from gateway.sandbox.world import phone_for
 from gateway.testing import GatewayTestCase
 from tests.helpers import free_port
@@ -412,3 +416,31 @@ class UpstreamTroubleOverCurlTest(UpstreamTroubleTest):
 
         super().tearDown()
         AsyncHTTPClient.configure(None)
+
+
+# The fields a request carries choose its flow (the rule of the HTTP API's reference).
+FLOW_CHOICES = [
+    ("phone", "t", {"encryptedData": "d", "iv": "i"}, "phone"),
+    ("phone", "t", {"encryptedData": "d", "iv": "i", "cloudID": "c"}, "phone"),
+    ("phone", "t", {"code": "c"}, "phone_code"),
+    ("phone", "t", {"code": "c", "cloudID": "c"}, "phone_code"),
+    ("phone", "t", {"cloudID": "c"}, "phone_cloud"),
+    ("phone", "t", {}, "phone"),
+    ("phone", None, {"code": "c", "encryptedData": "d", "iv": "i"}, "phone_oneshot"),
+    ("userinfo", "t", {"encryptedData": "d", "iv": "i"}, "userinfo"),
+    ("userinfo", "t", {"cloudID": "c"}, "userinfo_cloud"),
+    ("userinfo", "t", {"cloudID": "c", "encryptedData": "d", "iv": "i"}, "userinfo"),
+    ("userinfo", "t", {"cloudID": "c", "code": "x"}, "userinfo"),
+    ("userinfo", None, {"cloudID": "c"}, "userinfo"),  # no token: refused by check_session
+    ("login", None, {"cloudID": "c"}, "login"),
+]
+
+
+@pytest.mark.parametrize(("endpoint", "token", "fields", "flow"), FLOW_CHOICES)
+def test_fields_choose_the_flow(endpoint: str, token: str | None, fields: dict[str, str], flow: str) -> None:
+    assert choose_flow(endpoint, token, fields) == flow
+
+
+def test_a_cloud_id_without_a_token_is_no_way_into_phone() -> None:
+    with pytest.raises(Unauthorized):
+        choose_flow("phone", None, {"cloudID": "c"})

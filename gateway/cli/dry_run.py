@@ -77,8 +77,8 @@ async def dry_run(config: Config, app: str, flow: str, user: str, extra: dict[st
         )
         return response.code, json.loads(response.body or b"{}")
 
-    async def device(action: str) -> dict[str, Any]:
-        status, body = await call(f"/_sandbox/{app}/{action}", {"user": user})
+    async def device(action: str, **extra: Any) -> dict[str, Any]:
+        status, body = await call(f"/_sandbox/{app}/{action}", {"user": user, **extra})
         if status != 200:
             raise ConfigError(f"the sandbox refused {action}: {body}")
         return body
@@ -86,7 +86,7 @@ async def dry_run(config: Config, app: str, flow: str, user: str, extra: dict[st
     try:
         token = None
         fields: dict[str, Any] = {}
-        if flow in ("phone", "phone_code", "userinfo"):
+        if flow in ("phone", "phone_code", "phone_cloud", "userinfo", "userinfo_cloud"):
             if "login" not in config.flows[app]:
                 raise ConfigError(
                     f"{config.path}: dry-run of {flow!r} logs in first, but app {app!r} has no login flow"
@@ -103,11 +103,15 @@ async def dry_run(config: Config, app: str, flow: str, user: str, extra: dict[st
             fields.update(encryptedData=phone["encryptedData"], iv=phone["iv"])
         if flow == "phone_code":
             fields["code"] = (await device("getPhoneNumber"))["code"]
+        if flow == "phone_cloud":
+            fields["cloudID"] = (await device("getPhoneNumber", cloud=True))["cloudID"]
+        if flow == "userinfo_cloud":
+            fields["cloudID"] = (await device("getUserProfile", cloud=True))["cloudID"]
         if flow == "userinfo":
             profile = await device("getUserProfile")
             fields.update({k: profile[k] for k in ("encryptedData", "iv", "rawData", "signature")})
         fields.update(extra)
-        endpoint = "phone" if flow.startswith("phone") else flow
+        endpoint = "phone" if flow.startswith("phone") else "userinfo" if flow.startswith("userinfo") else flow
         timings.reset()
         status, response = await call(f"/v1/{app}/{endpoint}", fields, token)
         shown = {k: (v[:24] + "..." if isinstance(v, str) and len(v) > 27 else v) for k, v in fields.items()}

@@ -22,8 +22,9 @@ from gateway.wechat import crypto
 
 MASKED_BELOW = (1, 9, 1)
 PHONE_CODE_FROM = (2, 21, 2)
+CLOUD_ID_FROM = (2, 8, 0)
 log = get_logger("wxgate.sandbox")
-UPSTREAM_APIS = ("jscode2session", "stable_token", "token", "getuserphonenumber", "checksession")
+UPSTREAM_APIS = ("jscode2session", "stable_token", "token", "getuserphonenumber", "checksession", "getopendata")
 
 
 class _SandboxHandler(tornado.web.RequestHandler):
@@ -176,6 +177,30 @@ class PhoneNumberHandler(_UpstreamHandler):
         self.answer({"errcode": 0, "errmsg": "ok", "phone_info": info})
 
 
+class OpenDataHandler(_UpstreamHandler):
+    """getopendata: the data of cloudIDs the device simulator issued, for their user and app
+    only, until they expire. ``json`` is a JSON string, as WeChat documents it."""
+
+    api = "getopendata"
+
+    async def post(self) -> None:
+        app = await self.token_app()
+        if app is None:
+            return
+        listed = self.json_body().get("cloudid_list")
+        if not isinstance(listed, list) or not listed or not all(isinstance(c, str) for c in listed):
+            return self.errcode(40097, "invalid args")
+        openid = self.get_query_argument("openid", None)
+        entries = []
+        for cloud_id in listed:
+            data = self.world.open_data(app.appid, cloud_id, openid)
+            if isinstance(data, int):
+                return self.errcode(data, "invalid openid" if data == 40003 else "invalid args")
+            text = json.dumps({"cloudID": cloud_id, "data": data}, ensure_ascii=False)
+            entries.append({"cloud_id": cloud_id, "json": text})
+        self.answer({"errcode": 0, "errmsg": "ok", "data_list": entries})
+
+
 class CheckSessionHandler(_UpstreamHandler):
     api = "checksession"
 
@@ -222,6 +247,19 @@ class FaultsHandler(_SandboxHandler):
         self.answer({"cleared": True})
 
 
+class InvalidateTokenHandler(_SandboxHandler):
+    """POST {"app"}: the app's current access tokens stop working at once, so every call
+    with one gets errcode 40001 until the gateway fetches a new one (as when another server
+    forces a refresh). For drills of the shared token cache across processes and hosts."""
+
+    async def post(self) -> None:
+        name = self.json_body().get("app")
+        app = self.world.app(name) if isinstance(name, str) else None
+        if app is None:
+            raise tornado.web.HTTPError(400, reason="app must be a sandbox app's name or appid")
+        self.answer({"invalidated": await self.world.invalidate_tokens(app.appid)})
+
+
 # --- the device simulator ---------------------------------------------------------------
 
 
@@ -239,6 +277,15 @@ class _DeviceHandler(_SandboxHandler):
             self.answer({"error": {"code": "invalid_user", "message": "user must be a non-empty string"}}, 400)
             raise tornado.web.Finish()
         return user
+
+    def wants_cloud_id(self, body: dict[str, Any], base_library: str) -> bool:
+        """``cloud: true``: the event also carries a cloudID, as it does for mini programs
+        with cloud development from base library 2.8.0 on."""
+        cloud = body.get("cloud", False)
+        if not isinstance(cloud, bool):
+            self.answer({"error": {"code": "invalid_cloud", "message": "cloud must be true or false"}}, 400)
+            raise tornado.web.Finish()
+        return cloud and not version_below(base_library, CLOUD_ID_FROM)
 
     async def logged_in_user(self, app: SandboxApp, body: dict[str, Any]) -> SimUser:
         sim = await self.world.user(app, self.user_name(body))
@@ -262,12 +309,15 @@ class GetPhoneNumberHandler(_DeviceHandler):
         sim = await self.logged_in_user(app, body)
         phone = self.phone_override(body)
         base_library = str(body.get("base_library", "3.0.0"))
+        cloud = self.wants_cloud_id(body, base_library)
         masked = version_below(base_library, MASKED_BELOW)
         payload = self.world.phone_payload(sim, masked, _watermark_override(body), phone)
         data, iv = crypto.encrypt_json(sim.session_key, payload)
         answer = {"encryptedData": data, "iv": iv}
         if not version_below(base_library, PHONE_CODE_FROM):
             answer["code"] = self.world.new_phone_code(sim, phone)  # WeChat adds it from 2.21.2 on
+        if cloud:
+            answer["cloudID"] = self.world.new_cloud_id(sim, payload)
         self.answer(answer)
 
     def phone_override(self, body: dict[str, Any]) -> str | None:
@@ -292,15 +342,16 @@ class GetUserProfileHandler(_DeviceHandler):
         full = {**info, "openId": sim.openid, "unionId": sim.unionid}
         full["watermark"] = self.world.watermark(app, _watermark_override(body))
         data, iv = crypto.encrypt_json(sim.session_key, full)
-        self.answer(
-            {
-                "userInfo": info,
-                "rawData": raw,
-                "signature": crypto.rawdata_signature(raw, sim.session_key),
-                "encryptedData": data,
-                "iv": iv,
-            }
-        )
+        answer = {
+            "userInfo": info,
+            "rawData": raw,
+            "signature": crypto.rawdata_signature(raw, sim.session_key),
+            "encryptedData": data,
+            "iv": iv,
+        }
+        if self.wants_cloud_id(body, str(body.get("base_library", "3.0.0"))):
+            answer["cloudID"] = self.world.new_cloud_id(sim, full)
+        self.answer(answer)
 
 
 def _watermark_override(body: dict[str, Any]) -> dict[str, Any] | None:
@@ -319,7 +370,9 @@ def sandbox_routes(world: SandboxWorld, upstream_prefix: str) -> list[tornado.ro
         tornado.web.url(up + "/cgi-bin/token", LegacyTokenHandler, args),
         tornado.web.url(up + "/wxa/business/getuserphonenumber", PhoneNumberHandler, args),
         tornado.web.url(up + "/wxa/checksession", CheckSessionHandler, args),
+        tornado.web.url(up + "/wxa/getopendata", OpenDataHandler, args),
         tornado.web.url("/_sandbox/_faults", FaultsHandler, args),
+        tornado.web.url("/_sandbox/_invalidate_token", InvalidateTokenHandler, args),
         tornado.web.url("/_sandbox/_stats", StatsHandler, args),
         tornado.web.url(r"/_sandbox/([^/]+)/wx\.login", WxLoginHandler, args),
         tornado.web.url(r"/_sandbox/([^/]+)/getPhoneNumber", GetPhoneNumberHandler, args),

@@ -1,14 +1,15 @@
 """The sandbox's simulated WeChat: apps, users, one-time codes, session keys, tokens.
 
 Users are deterministic (openid, unionid and phone derive from the user's name) so
-tests can check results; session keys and tokens are random, as WeChat's are.
+tests can check results; session keys, tokens and cloudIDs are random, as WeChat's are.
 
 Users (with their current session key and login count) and issued access tokens are kept
 in the gateway's storage, so that they survive a restart as they would with WeChat: at
 most ``max_users`` users, the oldest dropped first. ``users`` and ``tokens`` are this
 process's cache of them, written through. A write the storage refuses (it is down) is
 logged and the cache carries on, as WeChat would not notice the gateway's outage; a read
-the storage refuses raises StorageUnavailable. One-time codes live only in memory.
+the storage refuses raises StorageUnavailable. One-time codes and cloudIDs live only in
+memory.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from gateway.storage import SandboxUserRecord, Storage
 from gateway.wechat import crypto
 
 CODE_TTL = 300.0
+CLOUD_ID_TTL = 300.0
 TOKEN_TTL = 7200
 TOKEN_RENEW_BEFORE = 300
 
@@ -65,6 +67,17 @@ class OneTimeCode:
 
 
 @dataclass(slots=True)
+class CloudIDEntry:
+    """What a cloudID stands for: the open data WeChat produced at the tap, for one user of
+    one app. Unlike a code it is not spent: getopendata answers for it until it expires."""
+
+    appid: str
+    openid: str
+    data: dict[str, Any]
+    expires_at: float
+
+
+@dataclass(slots=True)
 class Fault:
     """Make an upstream API misbehave for the next ``count`` calls (tests, demos)."""
 
@@ -78,6 +91,7 @@ class Fault:
 class SandboxWorld:
     apps: list[SandboxApp]
     code_ttl: float = CODE_TTL
+    cloud_id_ttl: float = CLOUD_ID_TTL
     token_ttl: int = TOKEN_TTL
     # Benchmarks only: a code may be redeemed again, so a load tool can replay one request.
     reusable_codes: bool = False
@@ -89,6 +103,7 @@ class SandboxWorld:
     users: dict[tuple[str, str], SimUser] = field(default_factory=dict)
     login_codes: dict[str, OneTimeCode] = field(default_factory=dict)
     phone_codes: dict[str, OneTimeCode] = field(default_factory=dict)
+    cloud_ids: dict[str, CloudIDEntry] = field(default_factory=dict)
     tokens: dict[str, dict[str, float]] = field(default_factory=dict)
     faults: dict[str, Fault] = field(default_factory=dict)
     calls: dict[str, int] = field(default_factory=dict)
@@ -170,7 +185,38 @@ class SandboxWorld:
         self.phone_codes[code] = OneTimeCode(sim.app.appid, sim.name, time.time() + self.code_ttl, phone=phone)
         return code
 
+    def new_cloud_id(self, sim: SimUser, data: dict[str, Any]) -> str:
+        """A cloudID for ``data`` (what getopendata will answer), bound to the user and app."""
+        cloud_id = f"{secrets.randbelow(90) + 10}_{secrets.token_urlsafe(36)}"
+        self.cloud_ids[cloud_id] = CloudIDEntry(sim.app.appid, sim.openid, data, time.time() + self.cloud_id_ttl)
+        return cloud_id
+
     # --- the server side (what WeChat's API answers) --------------------------------
+
+    def open_data(self, appid: str, cloud_id: str, openid: str | None) -> dict[str, Any] | int:
+        """The data a cloudID stands for, or WeChat's errcode: 40003 when ``openid`` is not
+        its user's; 40097 (invalid args) when it is unknown, expired or another app's."""
+        entry = self.cloud_ids.get(cloud_id)
+        if entry is None or entry.appid != appid or entry.expires_at < time.time():
+            return 40097
+        if openid is not None and openid != entry.openid:
+            return 40003
+        return entry.data
+
+    async def invalidate_tokens(self, appid: str) -> int:
+        """Every access token of the app stops working at once (WeChat answers 40001 for it)
+        until a new one is fetched, as when another server forces a refresh. Returns how
+        many valid tokens there were."""
+        now = time.time()
+        known = await self._tokens(appid)
+        count = sum(1 for expires in known.values() if expires > now)
+        self.tokens[appid] = {}
+        if self.storage is not None:
+            try:
+                await self.storage.put_sandbox_tokens(appid, {})
+            except StorageUnavailable:
+                log.warning("sandbox_tokens_not_stored", appid=appid)
+        return count
 
     async def redeem(self, codes: dict[str, OneTimeCode], appid: str, code: str) -> SimUser | int:
         """The user a one-time code stands for, or WeChat's errcode."""
@@ -289,6 +335,8 @@ class SandboxWorld:
         for codes in (self.login_codes, self.phone_codes):
             for code in [c for c, e in codes.items() if e.expires_at < now - 3600]:
                 del codes[code]
+        for cloud_id in [c for c, e in self.cloud_ids.items() if e.expires_at < now - 3600]:
+            del self.cloud_ids[cloud_id]
 
 
 def _derive(prefix: str, seed: str) -> str:

@@ -19,6 +19,8 @@ from tornado.simple_httpclient import HTTPTimeoutError
 
 from gateway.config import AppConfig
 from gateway.errors import (
+    CloudDataFailed,
+    GatewayError,
     InvalidCode,
     InvalidPhoneCode,
     UpstreamError,
@@ -103,6 +105,34 @@ class WeChatClient:
             raise UpstreamError(log_detail="getuserphonenumber: answer without phone_info")
         return info
 
+    async def get_open_data(self, cloud_id: str, openid: str | None = None) -> dict[str, Any]:
+        """A cloudID's open data (``data`` of its entry: what decryption would give).
+
+        ``openid`` makes WeChat check that the cloudID is that user's (errcode 40003).
+        WeChat documents ``json`` as a JSON string and shows it as an object too: both are
+        read. Any errcode but the app-wide ones, and an answer without this cloudID's
+        entry, is cloud_data_failed.
+        """
+        query = {"openid": openid} if openid else {}
+        answer = await self._call_with_token(
+            "getopendata", "POST", "/wxa/getopendata", query, {"cloudid_list": [cloud_id]}, CloudDataFailed
+        )
+        entries = answer.get("data_list")
+        listed = entries if isinstance(entries, list) else []
+        entry = next((e for e in listed if isinstance(e, dict) and e.get("cloud_id") == cloud_id), None)
+        if entry is None:
+            raise CloudDataFailed(log_detail="getopendata: answer without an entry for the cloudID")
+        payload = entry.get("json")
+        if isinstance(payload, str):
+            try:
+                payload = json.loads(payload)
+            except ValueError:
+                raise UpstreamError(log_detail="getopendata: json is not JSON") from None
+        data = payload.get("data") if isinstance(payload, dict) else None
+        if not isinstance(data, dict):
+            raise UpstreamError(log_detail="getopendata: entry without a data object")
+        return data
+
     async def check_session(self, openid: str, session_key: Secret) -> None:
         """Raises SessionKeyStale when WeChat no longer holds this session_key."""
         query = {
@@ -113,15 +143,21 @@ class WeChatClient:
         await self._call_with_token("checksession", "GET", "/wxa/checksession", query)
 
     async def _call_with_token(
-        self, api: str, method: str, path: str, query: dict[str, str], body: dict[str, Any] | None = None
+        self,
+        api: str,
+        method: str,
+        path: str,
+        query: dict[str, str],
+        body: dict[str, Any] | None = None,
+        otherwise: type[GatewayError] | None = None,
     ) -> dict[str, Any]:
         token = await self.tokens.get()
         try:
-            return await self._call(api, method, path, {**query, "access_token": token.reveal()}, body)
+            return await self._call(api, method, path, {**query, "access_token": token.reveal()}, body, otherwise)
         except _StaleToken:
             # Invalidated elsewhere (another server refreshed) or expired: a fresh one, resent once.
             token = await self.tokens.get(reject=token.reveal())
-            return await self._call(api, method, path, {**query, "access_token": token.reveal()}, body)
+            return await self._call(api, method, path, {**query, "access_token": token.reveal()}, body, otherwise)
 
     async def _call(
         self,
@@ -130,7 +166,9 @@ class WeChatClient:
         path: str,
         query: dict[str, str] | None = None,
         body: dict[str, Any] | None = None,
+        otherwise: type[GatewayError] | None = None,
     ) -> dict[str, Any]:
+        """``otherwise``: see :func:`gateway.errors.error_for_errcode`."""
         self.circuit.before_call()  # open: fail fast with 503 upstream_circuit_open
         self.calls[api] = self.calls.get(api, 0) + 1
         url = self.base_url + path + ("?" + urlencode(query) if query else "")
@@ -184,7 +222,7 @@ class WeChatClient:
             raise _StaleToken(log_detail=f"{api}: errcode {errcode} {errmsg}")
         if not isinstance(errcode, int):
             raise UpstreamError(log_detail=f"{api}: errcode is not an integer")
-        raise error_for_errcode(errcode, errmsg, api)
+        raise error_for_errcode(errcode, errmsg, api, otherwise)
 
     def _count(self, api: str, outcome: str) -> None:
         if self.metrics is not None:

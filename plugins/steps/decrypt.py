@@ -14,6 +14,7 @@ from pydantic import Field
 
 from gateway import Context, Secret, Step, StepOptions
 from gateway.errors import DecryptFailed, InvalidEncryptedData, MissingField, UnexpectedPayload
+from gateway.step import Fact
 from gateway.wechat import crypto
 
 REQUIRED_KEYS: dict[str, tuple[str, ...]] = {
@@ -33,6 +34,13 @@ class DecryptOptions(StepOptions):
 
 class Decrypt(Step[DecryptOptions]):
     name: ClassVar[str] = "decrypt"
+    needs = ("session",)
+    gives = ("data",)  # with kind: any; the kind of data with another kind
+
+    @classmethod
+    def gives_for(cls, options: DecryptOptions) -> tuple[Fact, ...]:
+        kinds: dict[str, tuple[Fact, ...]] = {"phone": ("phone",), "userinfo": ("userinfo",), "share": ("share",)}
+        return kinds.get(options.kind, cls.gives)
 
     async def __call__(self, ctx: Context) -> None:
         data, iv = ctx.fields.get("encryptedData"), ctx.fields.get("iv")
@@ -50,12 +58,17 @@ class Decrypt(Step[DecryptOptions]):
         ctx.data = payload
 
     def _check_kind(self, payload: dict[str, Any], ctx: Context) -> None:
-        kind = self.options.kind
-        missing = [k for k in REQUIRED_KEYS[kind] if not isinstance(payload.get(k), str)]
-        if missing:
-            raise UnexpectedPayload(f"The decrypted data is not {kind} data (no {', '.join(missing)}).")
-        if kind == "userinfo" and ctx.session is not None and payload["openId"] != ctx.session.openid:
-            raise UnexpectedPayload("The decrypted user info belongs to another user.")
+        check_kind(self.options.kind, payload, ctx)
+
+
+def check_kind(kind: str, payload: dict[str, Any], ctx: Context) -> None:
+    """The open data has the keys of ``kind``, and user info is the session's user's
+    (shared with cloud_data, which gets the same objects from WeChat)."""
+    missing = [k for k in REQUIRED_KEYS[kind] if not isinstance(payload.get(k), str)]
+    if missing:
+        raise UnexpectedPayload(f"The decrypted data is not {kind} data (no {', '.join(missing)}).")
+    if kind == "userinfo" and ctx.session is not None and payload["openId"] != ctx.session.openid:
+        raise UnexpectedPayload("The decrypted user info belongs to another user.")
 
 
 def _decrypt_with(keys: list[Secret], iv: str, data: str, ctx: Context) -> dict[str, Any]:

@@ -22,6 +22,7 @@ class PhoneCodeOptions(StepOptions):
 
 class PhoneCode(Step[PhoneCodeOptions]):
     name: ClassVar[str] = "phone_code"
+    gives = ("phone",)
     single_use = True  # the code is redeemed at WeChat
 
     async def __call__(self, ctx: Context) -> None:

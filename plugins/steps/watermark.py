@@ -17,7 +17,7 @@ class WatermarkOptions(StepOptions):
     max_age: int | None = Field(None, gt=0, description="Refuse data older than this many seconds.")
     max_skew: int = Field(300, ge=0, description="Tolerated seconds of a timestamp in the future.")
     replay: Literal["allow", "reject"] = Field(
-        "allow", description="reject: the same encryptedData is accepted once within max_age."
+        "allow", description="reject: the same encryptedData or cloudID is accepted once within max_age."
     )
 
     @model_validator(mode="after")
@@ -45,6 +45,8 @@ def _timestamp(value: object) -> float:
 
 class Watermark(Step[WatermarkOptions]):
     name: ClassVar[str] = "watermark"
+    needs = ("data",)
+    gives = ()
 
     def __init__(self, options: WatermarkOptions) -> None:
         super().__init__(options)
@@ -64,7 +66,9 @@ class Watermark(Step[WatermarkOptions]):
             raise WatermarkExpired(
                 f"The data's watermark is {int(now - stamp)}s old; this app accepts {self.options.max_age}s."
             )
-        data = ctx.fields.get("encryptedData")
+        # what the open data came as: encryptedData, or a cloudID (cloud_data), which WeChat
+        # answers for again and again until it expires
+        data = ctx.fields.get("encryptedData") or ctx.fields.get("cloudID")
         if self.options.replay == "reject" and data and self.options.max_age is not None:
             # remembered until the data would be too old anyway, in storage: every process sees it
             key = f"replay:{canonical_request_key(ctx.app.appid, ctx.fields, ctx.request_id)}"

@@ -53,6 +53,7 @@ export interface PhoneEventDetail {
   code?: string
   encryptedData?: string
   iv?: string
+  /** Base library 2.8.0+, mini programs with cloud development: exchanged by the gateway. Used when there is no code. */
   cloudID?: string
 }
 
@@ -60,12 +61,16 @@ export interface PhoneEvent {
   detail: PhoneEventDetail
 }
 
-/** What wx.getUserProfile gives (`WechatMiniprogram.GetUserProfileSuccessCallbackResult` fits it). */
+/**
+ * What wx.getUserProfile gives (`WechatMiniprogram.GetUserProfileSuccessCallbackResult` fits it):
+ * a `cloudID` (cloud development) or `encryptedData` and `iv`; the cloudID is used when present.
+ */
 export interface UserProfile {
-  encryptedData: string
-  iv: string
+  encryptedData?: string
+  iv?: string
   rawData?: string
   signature?: string
+  cloudID?: string
 }
 
 /** The gateway's user-info answer: every decrypted field except the watermark. */
@@ -161,22 +166,18 @@ export class WxgateClient {
           : 'WeChat gave no number (see the errMsg): the account may have no phone bound, or the mini program has no phone-number quota left.',
       })
     }
-    let body: Record<string, unknown>
-    let session: Session
+    let answer: Record<string, unknown>
     if (detail.code) {
       // The phone code is redeemed with the app's access token: the session_key plays no part.
-      body = { code: detail.code }
-      session = await this.usable()
-    } else if (detail.encryptedData && detail.iv) {
-      body = { encryptedData: detail.encryptedData, iv: detail.iv }
-      session = await this.openDataSession()
+      answer = await this.send('/phone', { code: detail.code }, await this.usable())
+    } else if (detail.cloudID || (detail.encryptedData && detail.iv)) {
+      answer = await this.openData('/phone', detail, {})
     } else {
       throw new WxgateError({
         code: 'phone_unavailable',
-        message: 'phone-number button: the event has neither a code nor encryptedData and iv',
+        message: 'phone-number button: the event has no code, no cloudID, and no encryptedData and iv',
       })
     }
-    const answer = expectObject(await this.authed('POST', '/phone', body, session), '/phone')
     for (const field of ['phoneNumber', 'purePhoneNumber']) {
       // A gateway configured without mask_guard would pass a masked number on as if it were one.
       if (typeof answer[field] === 'string' && (answer[field] as string).indexOf('*') >= 0) {
@@ -193,13 +194,16 @@ export class WxgateClient {
 
   /** The user's profile from wx.getUserProfile's result, decrypted and checked by the gateway. */
   async userinfo(profile: UserProfile): Promise<UserInfo> {
-    const body: Record<string, unknown> = { encryptedData: profile.encryptedData, iv: profile.iv }
-    if (typeof profile.rawData === 'string' && typeof profile.signature === 'string') {
-      body.rawData = profile.rawData
-      body.signature = profile.signature
+    const given: Partial<UserProfile> = profile || {}
+    if (!given.cloudID && !(given.encryptedData && given.iv)) {
+      throw new TypeError('wxgate: userinfo needs wx.getUserProfile\'s cloudID, or its encryptedData and iv')
     }
-    const session = await this.openDataSession()
-    return expectObject(await this.authed('POST', '/userinfo', body, session), '/userinfo') as UserInfo
+    const extra: Record<string, unknown> = {}
+    if (typeof given.rawData === 'string' && typeof given.signature === 'string') {
+      extra.rawData = given.rawData
+      extra.signature = given.signature
+    }
+    return (await this.openData('/userinfo', given, extra)) as UserInfo
   }
 
   /** Any call to the gateway with the session's token; a session that has ended is renewed once. */
@@ -360,6 +364,35 @@ export class WxgateClient {
     this.session = null
     this.verified = false
     wxp.storageRemove(this.storageKey)
+  }
+
+  // --- open data -----------------------------------------------------------------------------
+
+  /**
+   * Open data (phone or user info) by its cloudID when there is one, else as encryptedData and iv.
+   * A cloudID is exchanged by the gateway with the app's access token, so like a phone code it
+   * needs no session_key: no checkSession first. A gateway whose configuration has no cloudID
+   * flow answers flow_not_configured; then the encrypted data, when the event has it, is sent
+   * instead. `extra` goes with the encrypted data only (rawData and signature).
+   */
+  private async openData(
+    path: string,
+    given: { cloudID?: string; encryptedData?: string; iv?: string },
+    extra: Record<string, unknown>,
+  ): Promise<Record<string, unknown>> {
+    const encrypted = given.encryptedData && given.iv ? { encryptedData: given.encryptedData, iv: given.iv } : null
+    if (given.cloudID) {
+      try {
+        return await this.send(path, { cloudID: given.cloudID }, await this.usable())
+      } catch (e) {
+        if (!(encrypted && e instanceof WxgateError && e.code === 'flow_not_configured')) throw e
+      }
+    }
+    return this.send(path, Object.assign({}, encrypted, extra), await this.openDataSession())
+  }
+
+  private async send(path: string, body: Record<string, unknown>, session: Session): Promise<Record<string, unknown>> {
+    return expectObject(await this.authed('POST', path, body, session), path)
   }
 
   // --- HTTP ----------------------------------------------------------------------------------

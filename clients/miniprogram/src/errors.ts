@@ -7,6 +7,7 @@ export const GATEWAY_ERROR_CODES = [
   'bad_request',
   'body_timeout',
   'body_too_large',
+  'cloud_data_failed',
   'code_used',
   'decrypt_failed',
   'flow_not_configured',

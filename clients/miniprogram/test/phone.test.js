@@ -8,6 +8,7 @@ const { createClient, WxgateError } = require('..')
 const {
   ALICE_OPENID,
   ALICE_PHONE,
+  armFault,
   installWx,
   phoneEvent,
   postJSON,
@@ -239,4 +240,84 @@ test("a wx.login of the app's own before the tap: data under a key the gateway n
   await new Promise((resolve, reject) => wx.login({ success: resolve, fail: reject })) // K2, code thrown away
   const event = await phoneEvent(gateway.url) // encrypted with K2
   await assert.rejects(gw.phone(event), (/** @type {any} */ e) => e.code === 'decrypt_failed' && e.status === 400)
+})
+
+test('phone: a cloudID (cloud development) goes alone to the cloudID flow, without checkSession', async () => {
+  const wx = installWx({ gateway: gateway.url })
+  const gw = client()
+  await gw.login()
+  const event = await phoneEvent(gateway.url, { cloud: true })
+  assert.ok(event.detail.cloudID && event.detail.encryptedData, 'the sandbox gives both')
+  assertAlicePhone(await gw.phone(event))
+  const sent = wx.sentTo('/phone')
+  assert.equal(sent.length, 1)
+  assert.deepEqual(JSON.parse(String(sent[0].body)), { cloudID: event.detail.cloudID })
+  assert.equal(wx.calls.checkSession, 0, 'a cloudID does not depend on the session_key')
+  assert.equal(wx.calls.login, 1)
+})
+
+test('phone: the phone code wins over the cloudID, the cloudID over encryptedData', async () => {
+  const wx = installWx({ gateway: gateway.url })
+  const gw = client()
+  await gw.login()
+  const event = await phoneEvent(gateway.url, { cloud: true, withCode: true })
+  assert.ok(event.detail.code && event.detail.cloudID)
+  assertAlicePhone(await gw.phone(event))
+  assert.deepEqual(JSON.parse(String(wx.sentTo('/phone')[0].body)), { code: event.detail.code })
+})
+
+test('phone: a gateway without the cloudID flow gets the encrypted data instead', async () => {
+  const wx = installWx({ gateway: gateway.url, app: 'nocloud' })
+  const gw = client('nocloud')
+  await gw.login()
+  const event = await phoneEvent(gateway.url, { app: 'nocloud', cloud: true })
+  assertAlicePhone(await gw.phone(event))
+  const sent = wx.sentTo('/phone').map((call) => Object.keys(JSON.parse(String(call.body))).sort())
+  assert.deepEqual(sent, [['cloudID'], ['encryptedData', 'iv']])
+})
+
+test('phone: WeChat busy at getopendata: the same cloudID is resent after Retry-After and the number arrives', async () => {
+  const wx = installWx({ gateway: gateway.url })
+  const gw = client()
+  await gw.login()
+  const event = await phoneEvent(gateway.url, { cloud: true })
+  await armFault(gateway.url, { api: 'getopendata', errcode: -1 })
+  assertAlicePhone(await gw.phone(event))
+  const sent = wx.sentTo('/phone')
+  assert.equal(sent.length, 2)
+  assert.equal(sent[0].body, sent[1].body, 'a cloudID is not spent by a busy WeChat')
+})
+
+test('phone: a cloudID WeChat refuses is cloud_data_failed, not resent', async () => {
+  const wx = installWx({ gateway: gateway.url })
+  const gw = client()
+  await gw.login()
+  const event = await phoneEvent(gateway.url, { cloud: true })
+  await armFault(gateway.url, { api: 'getopendata', errcode: 40003 })
+  await assert.rejects(gw.phone(event), (/** @type {any} */ e) => {
+    assert.ok(e instanceof WxgateError)
+    assert.equal(e.code, 'cloud_data_failed')
+    assert.equal(e.status, 422)
+    assert.equal(e.retryable, false)
+    return true
+  })
+  assert.equal(wx.sentTo('/phone').length, 1)
+})
+
+test('userinfo: a cloudID goes alone to the cloudID flow', async () => {
+  const wx = installWx({ gateway: gateway.url })
+  const gw = client()
+  await gw.login()
+  const profile = await userProfile(gateway.url, 'alice', { cloud: true })
+  const info = await gw.userinfo(profile)
+  assert.equal(info.openId, ALICE_OPENID)
+  assert.equal('watermark' in info, false)
+  assert.deepEqual(JSON.parse(String(wx.sentTo('/userinfo')[0].body)), { cloudID: profile.cloudID })
+  assert.equal(wx.calls.checkSession, 0)
+})
+
+test('userinfo: neither a cloudID nor encryptedData and iv is a TypeError, with no request', async () => {
+  const wx = installWx({ gateway: gateway.url })
+  await assert.rejects(client().userinfo({ rawData: '{}', signature: 'x' }), TypeError)
+  assert.equal(wx.calls.request, 0)
 })

@@ -14,9 +14,10 @@ const ALICE_OPENID = 'oJOpXX7sOMj_ItfOlY-ThVU0D1kO'
 const ALICE_PHONE = '13880755743'
 
 // The default pipelines minus rate_limit (the tests log in more than 60 times a minute from one
-// address) and webhook (no receiver). Apps: `demo` as shipped; `limited` refuses a second login
-// within 2 s; `remote` asks WeChat whether the stored session_key is current (session_key_stale);
-// `nomask` has no mask_guard, so a masked number comes back as a 200.
+// address) and webhook (no receiver). Apps: `demo` as shipped, with the cloudID flows; `limited`
+// refuses a second login within 2 s; `remote` asks WeChat whether the stored session_key is current
+// (session_key_stale); `nomask` has no mask_guard, so a masked number comes back as a 200;
+// `nocloud` has no cloudID flows, as a configuration written before them.
 const CONFIG = `
 server: {host: 127.0.0.1, port: 0, log_format: json}
 storage: {plugin: memory}
@@ -26,7 +27,14 @@ pipelines:
   phone_code: [check_session, phone_code, {watermark: {max_age: 600}}, mask_guard, persist_phone, respond]
   userinfo: [check_session, {decrypt: {kind: userinfo}}, verify_signature, {watermark: {max_age: 600}}, respond]
 apps:
-  demo: {appid: wx0000000000demo0, secret: sandbox-demo-secret, upstream: sandbox}
+  demo:
+    appid: wx0000000000demo0
+    secret: sandbox-demo-secret
+    upstream: sandbox
+    pipelines:
+      phone_cloud: [check_session, {cloud_data: {kind: phone}}, {watermark: {max_age: 600}}, mask_guard, persist_phone, respond]
+      userinfo_cloud: [check_session, {cloud_data: {kind: userinfo}}, {watermark: {max_age: 600}}, respond]
+  nocloud: {appid: wx00000000nocloud, secret: sandbox-nocloud-secret, upstream: sandbox}
   limited:
     appid: wx00000000limited
     secret: sandbox-limited-secret
@@ -329,31 +337,40 @@ async function sandboxLogin(gateway, app, user) {
 
 /**
  * The phone-number button's event, built from the sandbox's getPhoneNumber (encrypted with the
- * user's session_key at this moment).
+ * user's session_key at this moment); with `cloud`, it carries a cloudID too, as for a mini program
+ * with cloud development.
  * @param {string} gateway
- * @param {{app?: string, user?: string, baseLibrary?: string, withCode?: boolean, realtime?: boolean}} [options]
+ * @param {{app?: string, user?: string, baseLibrary?: string, withCode?: boolean, realtime?: boolean, cloud?: boolean}} [options]
  * @returns {Promise<{type: string, detail: import('..').PhoneEventDetail}>}
  */
 async function phoneEvent(gateway, options = {}) {
-  /** @type {Record<string, string>} */
+  /** @type {Record<string, string | boolean>} */
   const request = { user: options.user || 'alice' }
   if (options.baseLibrary) request.base_library = options.baseLibrary
+  if (options.cloud) request.cloud = true
   const res = await postJSON(`${gateway}/_sandbox/${options.app || 'demo'}/getPhoneNumber`, request)
   if (res.status !== 200) throw new Error(`sandbox getPhoneNumber: ${res.status} ${JSON.stringify(res.body)}`)
   if (options.realtime) {
     // bindgetrealtimephonenumber: a code only, never encrypted data
     return { type: 'getrealtimephonenumber', detail: { errMsg: 'getRealtimePhoneNumber:ok', code: res.body.code } }
   }
-  /** @type {{errMsg: string, encryptedData: string, iv: string, code?: string}} */
+  /** @type {{errMsg: string, encryptedData: string, iv: string, code?: string, cloudID?: string}} */
   const detail = { errMsg: 'getPhoneNumber:ok', encryptedData: res.body.encryptedData, iv: res.body.iv }
   // Below 2.21.2 WeChat gives no code; the tests choose the flow explicitly either way.
   if (options.withCode && res.body.code) detail.code = res.body.code
+  if (res.body.cloudID) detail.cloudID = res.body.cloudID
   return { type: 'getphonenumber', detail }
 }
 
-/** wx.getUserProfile's result from the sandbox. @param {string} gateway @param {string} [user] */
-async function userProfile(gateway, user = 'alice') {
-  const res = await postJSON(`${gateway}/_sandbox/demo/getUserProfile`, { user })
+/**
+ * wx.getUserProfile's result from the sandbox; with `cloud`, as a mini program with cloud development gets it.
+ * @param {string} gateway @param {string} [user] @param {{cloud?: boolean, app?: string}} [options]
+ */
+async function userProfile(gateway, user = 'alice', options = {}) {
+  /** @type {Record<string, unknown>} */
+  const request = { user }
+  if (options.cloud) request.cloud = true
+  const res = await postJSON(`${gateway}/_sandbox/${options.app || 'demo'}/getUserProfile`, request)
   if (res.status !== 200) throw new Error(`sandbox getUserProfile: ${res.status}`)
   return res.body
 }
