@@ -11,21 +11,28 @@ import hashlib
 import ipaddress
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from gateway.errors import ConfigError
 from gateway.flow_names import DEFAULT_PIPELINES, FlowName, RawStep
+from gateway.pipeline_check import check_pipelines
 from gateway.registry import Registry
 from gateway.step import Step, StepOptions
 from gateway.storage import Storage, StorageOptions
 
-DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "config" / "gateway.yaml"
+# config/gateway.yaml of a checkout; an installed wheel carries it as gateway/bundled/gateway.yaml (setup.cfg)
+_DEFAULT_PLACES = (
+    Path(__file__).resolve().parent / "bundled" / "gateway.yaml",
+    Path(__file__).resolve().parent.parent / "config" / "gateway.yaml",
+)
+DEFAULT_CONFIG = next((p for p in _DEFAULT_PLACES if p.is_file()), _DEFAULT_PLACES[1])
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
@@ -44,9 +51,58 @@ class ServerConfig(_Strict):
     request_timeout: float = Field(30.0, gt=0, le=600, description="Bound on one request's whole pipeline.")
     pid_file: str | None = Field(None, description="Where serve writes its pid, for `wxgate reload`.")
     watch_config: bool = Field(False, description="Reload when the configuration file changes.")
-    trust_proxy_headers: bool = Field(
-        False, description="Take the client address from X-Forwarded-For/X-Real-Ip (only behind a proxy)."
+    header_timeout: float = Field(10.0, gt=0, le=600, description="Seconds for a request line and its headers.")
+    trusted_proxies: list[str] = Field(
+        default_factory=list,
+        description="Proxies (CIDRs) whose X-Forwarded-For / X-Real-Ip give the client address.",
     )
+    admin: AdminConfig | None = Field(None, description="A second socket for /metrics, /readyz and /healthz.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _replaced_keys(cls, data: object) -> object:
+        # refused at its own key (so at its line), not as an unknown key: the message says what replaces it
+        if isinstance(data, dict) and "trust_proxy_headers" in data:
+            message = (
+                "trust_proxy_headers is replaced by server.trusted_proxies: list the proxies that may set "
+                "X-Forwarded-For, e.g. trusted_proxies: [127.0.0.1/32] (headers from any other peer are ignored)"
+            )
+            error = InitErrorDetails(
+                type=PydanticCustomError("replaced_key", message),
+                loc=("trust_proxy_headers",),
+                input=data["trust_proxy_headers"],
+            )
+            raise ValidationError.from_exception_data(cls.__name__, [error])
+        return data
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _cidrs(cls, value: list[str]) -> list[str]:
+        for item in value:
+            try:
+                ipaddress.ip_network(str(item), strict=False)
+            except ValueError:
+                raise ValueError(f"{item!r} is not an address or CIDR such as 10.0.0.0/8") from None
+        return value
+
+
+class AdminConfig(_Strict):
+    """The admin listener: operations endpoints on a socket of their own."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(8081, ge=0, le=65535)
+    token: SecretStr = Field(SecretStr(""), description="Bearer token for /metrics and /admin/api/ (empty: none).")
+
+    @model_validator(mode="after")
+    def _token_off_loopback(self) -> AdminConfig:
+        if not self.token.get_secret_value() and not is_loopback(self.host):
+            raise ValueError(
+                f"admin host {self.host!r} is not a loopback address and no token is set: set "
+                "token: ${WXGATE_ADMIN_TOKEN} (at least 16 characters) or bind to 127.0.0.1"
+            )
+        if self.token.get_secret_value() and len(self.token.get_secret_value()) < 16:
+            raise ValueError("the admin token must be at least 16 characters")
+        return self
 
 
 class StorageConfig(_Strict):
@@ -172,6 +228,12 @@ class _FileModel(_Strict):
         return apps
 
 
+class _SectionsModel(_FileModel):
+    """Part of a file (``sections`` of :func:`parse_config`): the apps may be left out."""
+
+    apps: dict[str, AppConfig] = Field(default_factory=dict)
+
+
 @dataclass(frozen=True, slots=True)
 class ResolvedStep:
     name: str
@@ -233,12 +295,18 @@ def is_loopback(host: str) -> bool:
 # --- YAML with lines ------------------------------------------------------------------
 
 
-class _Document:
-    """The YAML as plain Python values, plus the line of every key and item."""
+class UnsetVariable(ConfigError):
+    """A ``${VAR}`` without a default whose variable is not set."""
 
-    def __init__(self, text: str, file: str, env: Mapping[str, str]) -> None:
+
+class _Document:
+    """The YAML as plain Python values, plus the line of every key and item. With ``sections``,
+    only variables inside those top-level sections must be set (the rest is not read)."""
+
+    def __init__(self, text: str, file: str, env: Mapping[str, str], sections: Collection[str] | None = None) -> None:
         self.file = file
         self.env = env
+        self.sections = sections
         self.marks: dict[Path_, tuple[int, int]] = {}
         loader = yaml.SafeLoader(text)
         try:
@@ -287,9 +355,11 @@ class _Document:
                 return default
             if value is not None:
                 return value
-            raise self.error(
-                path,
-                f"environment variable {name} is not set (write ${{{name}:-default}} to give a default)",
+            if self.sections is not None and (not path or path[0] not in self.sections):
+                return match.group(0)  # a section the caller does not use: left as written
+            raise UnsetVariable(
+                f"{self.line_of(path)}: {_dotted(path) or '(top level)'}: environment variable {name} is not set "
+                f"(write ${{{name}:-default}} to give a default)"
             )
 
         return _ENV_REF.sub(substitute, value)
@@ -368,13 +438,14 @@ def load_config(
     path: str | os.PathLike[str] = DEFAULT_CONFIG,
     registry: Registry | None = None,
     env: Mapping[str, str] | None = None,
+    sections: Collection[str] | None = None,
 ) -> Config:
     file = str(path)
     try:
         text = Path(file).read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"{file}: cannot read the configuration: {exc.strerror}") from None
-    return parse_config(text, file, registry, env)
+    return parse_config(text, file, registry, env, sections)
 
 
 def parse_config(
@@ -382,13 +453,19 @@ def parse_config(
     file: str = "<config>",
     registry: Registry | None = None,
     env: Mapping[str, str] | None = None,
+    sections: Collection[str] | None = None,
 ) -> Config:
+    """``sections`` (e.g. ``("server", "storage")``): read and check only these top-level keys,
+    for a command that uses no more; the apps' secrets then need not be in its environment."""
     registry = registry if registry is not None else Registry.discover()
-    doc = _Document(text, file, os.environ if env is None else env)
+    doc = _Document(text, file, os.environ if env is None else env, sections)
     if not isinstance(doc.value, dict):
         raise doc.error((), "the configuration must be a mapping with 'apps:' (and usually 'pipelines:')")
     try:
-        model = _FileModel.model_validate(doc.value)
+        if sections is None:
+            model = _FileModel.model_validate(doc.value)
+        else:
+            model = _SectionsModel.model_validate({k: v for k, v in doc.value.items() if k in sections})
     except ValidationError as exc:
         raise _validation_error(doc, exc, (), _FileModel) from None
 
@@ -417,6 +494,7 @@ def parse_config(
             app_flows.setdefault(built_in, default)
         flows[name] = app_flows
 
+    check_pipelines(flows, shared, defaults)  # each step after the ones it needs
     _check_shared_appids(doc, model.apps)
     return Config(
         path=file,
@@ -476,11 +554,7 @@ def _resolve_flow(doc: _Document, registry: Registry, path: Path_, steps: list[R
             raise doc.error(item_path, "a step is a name or a mapping of one name to its options")
         cls = registry.steps.get(name)
         if cls is None:
-            known = ", ".join(sorted(registry.steps))
-            raise doc.error(
-                item_path if isinstance(raw, str) else (*item_path, name),
-                f"unknown step {name!r}; known steps: {known}",
-            )
+            raise doc.error(item_path if isinstance(raw, str) else (*item_path, name), registry.unknown_step(name))
         try:
             validated = cls.Options.model_validate(options)
         except ValidationError as exc:

@@ -67,14 +67,12 @@ class FlowRequest(tornado.httputil.HTTPMessageDelegate):
         path, _, self.query = start_line.path.partition("?")
         self.endpoint = endpoint
         self.app_path = app_path
-        context = connection.context  # type: ignore[attr-defined]
-        # read now: with trusted proxy headers, Tornado restores the socket's address at finish()
-        client_ip = getattr(context, "remote_ip", "") or ""
+        peer = getattr(connection.context, "remote_ip", "") or ""  # type: ignore[attr-defined]
         self.record = RequestRecord(
             request_id=request_id_from(headers.get("X-Request-Id")),
             method=self.method,
             path=path,
-            client_ip=client_ip,
+            client_ip=gateway.proxies.client_address(peer, headers),  # server.trusted_proxies
             started=perf_counter(),
         )
         self.answered = False

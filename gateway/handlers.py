@@ -79,7 +79,7 @@ class JSONHandler(tornado.web.RequestHandler):
             request_id=getattr(self, "request_id", ""),
             method=self.request.method or "",
             path=self.request.path,
-            client_ip=self.request.remote_ip or "",
+            client_ip=self.gateway.proxies.client_address(self.request.remote_ip or "", self.request.headers),
             started=self.started,
             error=self.error,
         )
@@ -123,6 +123,7 @@ class ReadyHandler(JSONHandler):
             checks["storage"] = "ok"
         except GatewayError as exc:
             checks["storage"] = exc.code
+        self.gateway.metrics.storage_seen(checks["storage"] == "ok")
         for name, app in self.gateway.apps.items():
             reachable = app.config.uses_sandbox or await self.gateway.probes.reachable(app.config.upstream)
             checks[f"upstream:{name}"] = "ok" if reachable else "unreachable"

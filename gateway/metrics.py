@@ -52,10 +52,23 @@ def enable_multiprocess() -> str | None:
     return path
 
 
+def forget_process(pid: int) -> None:
+    """In the parent, once worker ``pid`` has exited: its live gauges (the configuration
+    digest it served, its circuits) leave the scrapes; its counters stay in the sums."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]
+
+
 class Metrics:
-    def __init__(self) -> None:
+    """``worker`` labels what is per process by nature (reloads: each worker reloads on
+    its own, and a sum over workers would hide the one that refused)."""
+
+    def __init__(self, worker: str = "0") -> None:
         from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+        self.worker = worker
         self.multiprocess = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
         r = self.registry = CollectorRegistry()
         self.requests = Counter(
@@ -104,7 +117,20 @@ class Metrics:
             "wxgate_config_info", "The loaded configuration's digest (value 1)", ["digest"], registry=r,
             multiprocess_mode="livemax",
         )  # fmt: skip
-        self.reloads = Counter("wxgate_config_reloads_total", "Configuration reloads", ["result"], registry=r)
+        self.reloads = Counter(
+            "wxgate_config_reloads_total", "Configuration reloads by result and worker", ["result", "worker"],
+            registry=r,
+        )  # fmt: skip
+        # livemostrecent: the latest observation of any worker, as storage state is shared
+        self.storage_up = Gauge(
+            "wxgate_storage_up", "1 when the storage answered its last use by a background task or probe, else 0",
+            registry=r, multiprocess_mode="livemostrecent",
+        )  # fmt: skip
+        # livemax: each worker has its own breaker; open in one is open for its clients
+        self.circuit_open = Gauge(
+            "wxgate_upstream_circuit_open", "1 while the app's upstream circuit is open (calls fail fast)", ["app"],
+            registry=r, multiprocess_mode="livemax",
+        )  # fmt: skip
         self.rate_limited = Counter(
             "wxgate_rate_limited_total", "Requests refused by a rate limit", ["app", "flow", "per"], registry=r
         )
@@ -142,11 +168,17 @@ class Metrics:
             self.config_info.labels(self._digest).set(0)
         self.config_info.labels(digest).set(1)
         if self._digest is not None:
-            self.reloads.labels("ok").inc()
+            self.reloads.labels("ok", self.worker).inc()
         self._digest = digest
 
     def reload_failed(self) -> None:
-        self.reloads.labels("refused").inc()
+        self.reloads.labels("refused", self.worker).inc()
+
+    def storage_seen(self, up: bool) -> None:
+        self.storage_up.set(1 if up else 0)
+
+    def circuit(self, app: str, is_open: bool) -> None:
+        self.circuit_open.labels(app).set(1 if is_open else 0)
 
     def set_outbox(self, counts: dict[str, int]) -> None:
         """The outbox counts, just read from the storage."""
@@ -231,12 +263,15 @@ class OutboxGaugeRefresher:
             counts = await self.storage.count_events()
         except GatewayError as exc:
             log.warning("outbox_gauges_refresh_failed", error=exc.code, detail=exc.log_detail)
+            if exc.code == "storage_unavailable":
+                self.metrics.storage_seen(False)
             return False
         except Exception:
             # a third-party storage's bug must not end the task: the next interval tries again
             log.exception("outbox_gauges_refresh_crashed")
             return False
         self.metrics.set_outbox(counts)
+        self.metrics.storage_seen(True)
         return True
 
     async def _run(self) -> None:

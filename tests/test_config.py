@@ -73,7 +73,10 @@ def test_default_config_loads() -> None:
 def test_default_config_flows_in_order() -> None:
     config = load_config(env={})
     assert set(config.flows) == {"demo"}
-    flows = {"login", "phone", "phone_code", "phone_oneshot", "userinfo", "session", "logout"}
+    flows = {
+        "login", "phone", "phone_code", "phone_oneshot", "phone_cloud", "userinfo", "userinfo_cloud", "session",
+        "logout",
+    }  # fmt: skip
     assert set(config.flows["demo"]) == flows
     assert names(config, "demo", "login") == [
         "rate_limit",
@@ -418,8 +421,8 @@ def test_unknown_server_key_lists_server_keys() -> None:
     )
     assert message.startswith(f"{FILE}:3: server.hots: unknown key 'hots'")
     assert (
-        "expected one of: host, log_format, max_body_bytes, pid_file, port, request_timeout, "
-        "trust_proxy_headers, watch_config" in message
+        "expected one of: admin, header_timeout, host, log_format, max_body_bytes, pid_file, port, request_timeout, "
+        "trusted_proxies, watch_config" in message
     )
 
 
@@ -438,7 +441,8 @@ def test_unknown_flow_name() -> None:
         + APP
     )
     assert message.startswith(f"{FILE}:2: pipelines.signup: ")
-    assert "'login', 'phone', 'phone_oneshot', 'phone_code', 'userinfo', 'session' or 'logout'" in message
+    expected = "'login', 'phone', 'phone_oneshot', 'phone_code', 'phone_cloud', 'userinfo', 'userinfo_cloud', "
+    assert expected + "'session' or 'logout'" in message
 
 
 @pytest.mark.parametrize("secret", ['""', '"   "', "${EMPTY:-}"])

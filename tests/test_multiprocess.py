@@ -7,9 +7,12 @@ for all of them, so access-token refreshes are counted where WeChat would count 
 from __future__ import annotations
 
 import json
+import os
 import signal
 import socket
 import subprocess
+import sys
+import time
 import urllib.error
 import urllib.request
 import uuid
@@ -50,15 +53,24 @@ class Cluster:
         self.config.write_text(config_text(mongo_uri, self.sandbox_port))
         self.sandbox_url = f"http://127.0.0.1:{self.sandbox_port}"
         self.procs: list[subprocess.Popen[str]] = []
+        self.tmp_path = tmp_path
+        self.logs: dict[int, Path] = {}
         self.start([WXGATE, "sandbox", "--config", str(self.config), "--port", str(self.sandbox_port)])
         wait_until_up(self.sandbox_url + "/_sandbox/_stats", self.procs[0])
 
     def start(self, command: list[str]) -> subprocess.Popen[str]:
-        proc = subprocess.Popen(
-            command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
-        )
+        # a file, not a pipe nobody reads until the end: a full pipe would stop the logging workers
+        log = self.tmp_path / f"process-{len(self.procs)}.log"
+        with log.open("w") as out:
+            proc = subprocess.Popen(
+                command, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, text=True, start_new_session=True
+            )
         self.procs.append(proc)
+        self.logs[proc.pid] = log
         return proc
+
+    def output(self, proc: subprocess.Popen[str]) -> str:
+        return self.logs[proc.pid].read_text()
 
     def gateway(self, *extra: str) -> str:
         port = free_port()
@@ -82,8 +94,8 @@ class Cluster:
         for proc in reversed(self.procs):
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
-            out, _ = proc.communicate(timeout=30)
-            outputs.append(out)
+            proc.wait(timeout=30)
+            outputs.append(self.output(proc))
         return outputs
 
 
@@ -170,7 +182,8 @@ def test_prefork_workers_share_the_port(cluster: Cluster) -> None:
     code = cluster.device("getPhoneNumber", "pre")["code"]
     assert post(gateway + "/v1/shop/phone", {"code": code}, token)[0] == 200
     parent.send_signal(signal.SIGTERM)
-    out, _ = parent.communicate(timeout=30)
+    parent.wait(timeout=30)
+    out = cluster.output(parent)
     assert parent.returncode == 0, out
     assert out.count('"gateway_stopped"') == 2
     assert subprocess.run(["pgrep", "-P", str(parent.pid)], capture_output=True).returncode == 1
@@ -243,3 +256,170 @@ def test_logout_on_one_process_is_refused_by_the_other_at_once(cluster: Cluster)
     # no cache in gw2: the very next request there is refused
     assert answer(gw2 + "/v1/shop/session", token, "GET") == 401
     assert answer(gw2 + "/v1/shop/logout", token, "POST") == 401
+
+
+def healthz_by_pid(gateway: str, tries: int = 80) -> dict[int, str]:
+    """pid -> configuration digest, over enough new connections to reach every worker."""
+    seen: dict[int, str] = {}
+    for _ in range(tries):
+        try:
+            with urllib.request.urlopen(gateway + "/healthz", timeout=5) as response:
+                body = json.loads(response.read())
+        except OSError:
+            continue  # queued on the socket of a worker just killed: reset
+        seen[body["pid"]] = body["config"]
+    return seen
+
+
+def served_digests(gateway: str) -> set[str]:
+    with urllib.request.urlopen(gateway + "/metrics", timeout=5) as response:
+        text = response.read().decode()
+    return {
+        line.split('digest="', 1)[1].split('"', 1)[0]
+        for line in text.splitlines()
+        if line.startswith("wxgate_config_info{") and float(line.rsplit(" ", 1)[1]) == 1.0
+    }
+
+
+def wait_for(condition: Any, what: str, seconds: float = 20) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.2)
+
+
+def test_a_replaced_worker_serves_the_reloaded_configuration(cluster: Cluster) -> None:
+    """Was: after a reload, a worker killed with -9 came back with the start-up file, and
+    two configurations were served at once (logins answered 3600 and 7200)."""
+    text = cluster.config.read_text()
+    cluster.config.write_text(text.replace("issue_session]", "{issue_session: {ttl: 3600}}]"))
+    gateway = cluster.gateway("--processes", "2")
+    parent = cluster.procs[-1]
+    started = healthz_by_pid(gateway)
+    assert len(started) == 2
+    first_digest = next(iter(started.values()))
+
+    cluster.config.write_text(text.replace("issue_session]", "{issue_session: {ttl: 7200}}]"))
+    parent.send_signal(signal.SIGHUP)
+    wait_for(lambda: set(healthz_by_pid(gateway, 20).values()) - {first_digest}, "no worker reloaded")
+    wait_for(lambda: first_digest not in healthz_by_pid(gateway).values(), "a worker kept the old file")
+    reloaded = next(iter(healthz_by_pid(gateway).values()))
+
+    victim = next(iter(started))
+    os.kill(victim, signal.SIGKILL)
+    wait_for(lambda: len(set(healthz_by_pid(gateway)) - set(started)) == 1, "no replacement worker")
+    now = healthz_by_pid(gateway)
+    assert victim not in now
+    assert set(now.values()) == {reloaded}
+    assert served_digests(gateway) == {reloaded}  # the dead worker's gauge is gone too
+    expiries = set()
+    for i in range(8):
+        code = cluster.device("wx.login", f"r{i}")["code"]
+        status, body = post(gateway + "/v1/shop/login", {"code": code})
+        assert status == 200, body
+        expiries.add(body["expires_in"])
+    assert expiries == {7200}
+
+    # the file is now invalid: a replacement runs what the others run, not the file
+    cluster.config.write_text("apps: [not, valid]\n")
+    parent.send_signal(signal.SIGHUP)
+    time.sleep(0.5)
+    victim = next(iter(now))
+    os.kill(victim, signal.SIGKILL)
+    wait_for(lambda: victim not in healthz_by_pid(gateway) and len(healthz_by_pid(gateway)) == 2, "no replacement")
+    assert set(healthz_by_pid(gateway).values()) == {reloaded}
+    assert served_digests(gateway) == {reloaded}
+    with urllib.request.urlopen(gateway + "/metrics", timeout=5) as response:
+        metrics = response.read().decode()
+    # one line per worker, refusals apart: a sum over workers would hide which one refused
+    assert 'wxgate_config_reloads_total{result="refused",worker="' in metrics
+    assert metrics.count('wxgate_config_reloads_total{result="ok",worker="') == 2
+
+
+def test_database_down_at_start_is_one_exit_with_the_cause(tmp_path: Path) -> None:
+    """Was: 105 s of a crash loop, 101 worker_died lines, raw tracebacks, no cause."""
+    closed = free_port()  # nothing listens there
+    config = tmp_path / "down.yaml"
+    config.write_text(
+        config_text(f"mongodb://127.0.0.1:{closed}", free_port()).replace(
+            'encryption_key: "', 'timeout_ms: 300, encryption_key: "'
+        )
+    )
+    result = subprocess.run(
+        [WXGATE, "serve", "--config", str(config), "--port", "0", "--processes", "2"],
+        cwd=ROOT, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    assert "worker_died" not in result.stderr  # no worker was started
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("wxgate: The gateway's storage is unavailable. (mongo start:"), last
+    assert f"127.0.0.1:{closed}" in last  # the driver's cause, naming the server
+
+
+CRASHING_WORKERS = """
+import sys
+from gateway.errors import StorageUnavailable
+from gateway.logs import configure_logging
+from gateway.prefork import Supervision, WorkersFailing, run_workers
+
+configure_logging("json")
+
+def work(worker_id):
+    raise StorageUnavailable(log_detail=f"mongo start: refused (worker {worker_id})")
+
+try:
+    run_workers(2, work, supervision=Supervision(backoff_initial=0.05))
+except WorkersFailing as exc:
+    print(f"stopped: {exc}")
+    sys.exit(1)
+"""
+
+
+def test_workers_dying_at_start_stop_the_supervisor_with_their_error() -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", CRASHING_WORKERS], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 1, result.stderr
+    lines = result.stderr.strip().splitlines()
+    events = [json.loads(line) for line in lines]  # every line is one JSON event: no traceback
+    failed = [e for e in events if e["event"] == "worker_failed"]
+    died = [e for e in events if e["event"] == "worker_died"]
+    # 2 at start, each replaced (with a growing delay) until 5 deaths in a row
+    assert len(died) == 5
+    assert [e["quick_deaths"] for e in died] == [1, 2, 3, 4, 5]
+    assert all("mongo start: refused" in e["error"] for e in died)
+    assert 5 <= len(failed) <= 6  # the sixth may be killed before it logs
+    assert [e["event"] for e in events].count("workers_failing") == 1
+    assert result.stdout.startswith("stopped: The gateway's storage is unavailable. (mongo start: refused (worker")
+
+
+def test_the_admin_listener_reports_every_worker(cluster: Cluster) -> None:
+    token = "admin-token-0123456789abcdef"
+    admin_port = free_port()
+    cluster.config.write_text(
+        cluster.config.read_text().replace(
+            "server: {log_format: json}",
+            f"server: {{log_format: json, admin: {{port: {admin_port}, token: {token}}}}}",
+        )
+    )
+    gateway = cluster.gateway("--processes", "2")
+    parent = cluster.procs[-1]
+    admin = f"http://127.0.0.1:{admin_port}"
+    wait_until_up(admin + "/healthz", parent)
+    for i in range(12):
+        login(cluster, gateway, f"m{i}")
+    request = urllib.request.Request(admin + "/metrics", headers={"Authorization": f"Bearer {token}"})
+    with urllib.request.urlopen(request, timeout=5) as response:
+        text = response.read().decode()
+    login_pids = {
+        event["pid"]
+        for event in map(json.loads, filter(None, cluster.output(parent).splitlines()))
+        if event.get("event") == "request" and event.get("path") == "/v1/shop/login"
+    }
+    assert len(login_pids) == 2  # both workers answered logins...
+    assert 'wxgate_requests_total{app="shop",flow="login",status="200"} 12.0' in text  # ...and one scrape counts all
+    assert "wxgate_storage_up 1.0" in text
+    with pytest.raises(urllib.error.HTTPError) as public:
+        urllib.request.urlopen(gateway + "/metrics", timeout=5)
+    assert public.value.code == 404

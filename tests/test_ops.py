@@ -150,7 +150,7 @@ class OpsTest(GatewayTestCase):
         metrics = self.fetch("/metrics").body.decode()
         assert f'wxgate_config_info{{digest="{self.gateway.config.digest}"}} 1.0' in metrics
         assert f'wxgate_config_info{{digest="{old.config.digest}"}} 0.0' in metrics
-        assert 'wxgate_config_reloads_total{result="ok"} 1.0' in metrics
+        assert 'wxgate_config_reloads_total{result="ok",worker="0"} 1.0' in metrics
 
     def test_reload_refuses_storage_changes(self) -> None:
         from gateway.errors import ConfigError

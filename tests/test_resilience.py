@@ -117,7 +117,7 @@ server: {request_timeout: 0.3}
 storage: {plugin: memory}
 pipelines:
   login: [code2session, sleepy, issue_session]
-  phone: [check_session, respond]
+  phone: [check_session, {decrypt: {kind: phone}}, respond]
 apps:
   demo: {appid: wx0000000000demo0, secret: demo-secret-123, upstream: sandbox}
 """

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import argparse
 
-from gateway.cli.base import Subcommands, add_command, add_config_option
+from gateway.cli.base import RUNTIME_FAILURE, CLIError, Subcommands, add_command, add_config_option
 from gateway.config import load_config
 from gateway.errors import ConfigError
 from gateway.logs import configure_logging
+from gateway.prefork import WorkersFailing
 from gateway.server import serve
 
 
@@ -29,7 +30,10 @@ def _serve(args: argparse.Namespace) -> int:
     refusal = config.sandbox_bind_refusal(args.host)  # only now is the address known (None: the file's)
     if refusal is not None:
         raise ConfigError(refusal)
-    return serve(config, host, port, args.processes)
+    try:
+        return serve(config, host, port, args.processes)
+    except WorkersFailing as exc:
+        raise CLIError(f"workers kept failing at start, stopped: {exc}", RUNTIME_FAILURE) from None
 
 
 def _count(text: str) -> int:

@@ -6,6 +6,7 @@ gateway answers at once instead of tying up connections and clients' patience.""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 from gateway.errors import UpstreamCircuitOpen
 
@@ -17,6 +18,17 @@ class CircuitBreaker:
         self.consecutive = 0
         self.opened_at: float | None = None
         self._trial_running = False
+        self._watchers: list[Callable[[bool], None]] = []
+
+    def watch(self, watcher: Callable[[bool], None]) -> None:
+        """``watcher(is_open)`` now and at every change between closed and open (a
+        half-open circuit is still open: only a successful trial closes it)."""
+        self._watchers.append(watcher)
+        watcher(self.opened_at is not None)
+
+    def _changed(self, is_open: bool) -> None:
+        for watcher in self._watchers:
+            watcher(is_open)
 
     @property
     def state(self) -> str:
@@ -34,9 +46,12 @@ class CircuitBreaker:
             self._trial_running = True
 
     def success(self) -> None:
+        was_open = self.opened_at is not None
         self.consecutive = 0
         self.opened_at = None
         self._trial_running = False
+        if was_open:
+            self._changed(False)
 
     def abandoned(self) -> None:
         """A call ended without a verdict on the upstream (cancelled by the request's
@@ -47,4 +62,7 @@ class CircuitBreaker:
         self.consecutive += 1
         self._trial_running = False
         if self.consecutive >= self.threshold:
+            was_open = self.opened_at is not None
             self.opened_at = time.monotonic()
+            if not was_open:
+                self._changed(True)
