@@ -119,7 +119,8 @@ def test_run_py_serves_the_embedded_default_and_persists(tmp_path: Path) -> None
     finally:
         events = stop(proc)
     names = [e["event"] for e in events]
-    assert names[0] == "gateway_started"
+    # start-up lines of the storage (a schema migration, say) may come before it
+    assert names.index("gateway_started") < names.index("request")
     assert names[-1] == "gateway_stopped"
     assert sum(1 for e in events if e["event"] == "request" and e.get("flow") == "phone") == 1
     assert (tmp_path / "var" / "mongo" / "wxgate.db").is_file()
@@ -209,3 +210,257 @@ def test_unreachable_storage_at_start_is_a_clean_error(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert "storage is unavailable" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+# --- the grammar: where the file comes from, options before or after the command ---------------
+
+SECRET_VAR = "WXGATE_TEST_NEVER_SET_SECRET"
+
+
+def wxgate(
+    *args: str, cwd: Path, env: dict[str, str] | None = None, stdin: str = ""
+) -> subprocess.CompletedProcess[str]:
+    """The command in ``cwd``, with none of the caller's WXGATE_ variables (WXGATE_CONFIG would decide)."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith("WXGATE_")}
+    return subprocess.run(
+        [WXGATE, *args], capture_output=True, text=True, timeout=60, cwd=cwd, env={**base, **(env or {})}, input=stdin
+    )
+
+
+def mongo_config(path: Path, mongo_uri: str, database: str) -> Path:
+    """A gateway's file whose app secret comes from a variable this test never sets."""
+    path.write_text(
+        "server: {log_format: json}\n"
+        "storage:\n  plugin: mongo\n"
+        f"  options: {{uri: '{mongo_uri}', database: {database}, encryption_key: "
+        "'MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY='}\n"
+        "webhooks:\n  endpoints:\n"
+        "    - {name: crm, url: '${WXGATE_TEST_NEVER_SET_URL}', secret: '${WXGATE_TEST_NEVER_SET_URL}'}\n"
+        f"apps:\n  shop: {{appid: wx00000000000shop, secret: '${{{SECRET_VAR}}}', upstream: 'https://api.weixin.qq.com'}}\n"
+    )
+    return path
+
+
+def test_config_lookup_order(tmp_path: Path) -> None:
+    """--config, then WXGATE_CONFIG, then ./wxgate.yaml, ./config/gateway.yaml, the bundled default."""
+    app = "apps:\n  {name}: {{appid: wx0000000000{name}, secret: s, upstream: sandbox}}\n"
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "gateway.yaml").write_text(app.format(name="cfgdir"))
+    (tmp_path / "named.yaml").write_text(app.format(name="named"))
+    (tmp_path / "env.yaml").write_text(app.format(name="fromenv"))
+
+    def app_names(*args: str, env: dict[str, str] | None = None) -> list[str]:
+        result = wxgate("pipelines", "--json", *args, cwd=tmp_path, env=env)
+        assert result.returncode == 0, result.stderr
+        return list(json.loads(result.stdout))
+
+    assert app_names() == ["cfgdir"]
+    (tmp_path / "wxgate.yaml").write_text(app.format(name="local"))
+    assert app_names() == ["local"]
+    assert app_names(env={"WXGATE_CONFIG": "env.yaml"}) == ["fromenv"]
+    assert app_names("--config", "named.yaml", env={"WXGATE_CONFIG": "env.yaml"}) == ["named"]
+    assert app_names("named.yaml", env={"WXGATE_CONFIG": "env.yaml"}) == ["named"]  # the positional file
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    bundled = wxgate("validate", cwd=empty)
+    assert bundled.returncode == 0, bundled.stderr
+    assert bundled.stdout.startswith(str(ROOT / "config" / "gateway.yaml") + ": valid")
+
+
+def test_config_and_env_file_before_or_after_the_command(tmp_path: Path) -> None:
+    config = tmp_path / "needs.yaml"
+    config.write_text(f"apps:\n  shop: {{appid: wx00000000000shop, secret: '${{{SECRET_VAR}}}', upstream: sandbox}}\n")
+    env_file = tmp_path / "gateway.env"
+    env_file.write_text(
+        f"# the gateway's secrets, as systemd's EnvironmentFile holds them\n{SECRET_VAR}='from the file'\n"
+    )
+    missing = wxgate("validate", "--config", str(config), cwd=tmp_path)
+    assert missing.returncode == 2
+    assert f"environment variable {SECRET_VAR} is not set" in missing.stderr
+    for args in (
+        ["--config", str(config), "--env-file", str(env_file), "validate"],
+        ["validate", "--config", str(config), "--env-file", str(env_file)],
+        ["--env-file", str(env_file), "validate", str(config)],
+    ):
+        result = wxgate(*args, cwd=tmp_path)
+        assert result.returncode == 0, (args, result.stderr)
+        assert result.stdout.startswith(f"{config}: valid")
+    shown = wxgate("--env-file", str(env_file), "pipelines", "--json", "--config", str(config), cwd=tmp_path)
+    assert json.loads(shown.stdout)["shop"]["secret"] == "***"
+    absent = wxgate("--env-file", str(tmp_path / "nope.env"), "validate", str(config), cwd=tmp_path)
+    assert absent.returncode == 2
+    assert "--env-file" in absent.stderr
+    assert "no such file" in absent.stderr
+
+
+def test_serve_is_assumed_only_when_no_command_is_named(tmp_path: Path) -> None:
+    # `wxgate --config FILE version` runs version, not serve with a stray word
+    named = wxgate("--config", "whatever.yaml", "version", cwd=tmp_path)
+    assert named.returncode == 0, named.stderr
+    assert named.stdout.startswith("wxgate ")
+    # only options: serve, which here meets a file that does not exist
+    assumed = wxgate("--config", "missing.yaml", "--port", "0", cwd=tmp_path)
+    assert assumed.returncode == 2
+    assert "missing.yaml: cannot read the configuration" in assumed.stderr
+    unknown = wxgate("frobnicate", cwd=tmp_path)
+    assert unknown.returncode == 2
+    assert "invalid choice: 'frobnicate'" in unknown.stderr
+
+
+def test_events_list_without_a_gateway_creates_nothing(tmp_path: Path) -> None:
+    """Run where no gateway ever ran, with the default file: no embedded server, no var/mongo."""
+    for args in (["events", "list"], ["sessions", "list", "--app", "demo", "--openid", "o"]):
+        result = wxgate(*args, cwd=tmp_path)
+        assert result.returncode == 1, result.stderr
+        assert "nothing to attach to" in result.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_events_need_only_the_storage_section(tmp_path: Path, mongo_uri: str) -> None:
+    """The shell that runs `wxgate events` need not hold the apps' secrets; an empty field prints as -."""
+    import asyncio
+    import time
+
+    from gateway.config import load_config
+    from gateway.storage import OutboxEvent
+
+    config = mongo_config(tmp_path / "gw.yaml", mongo_uri, f"cli_events_{os.getpid()}")
+    storage_config = load_config(config, sections=("storage",), env={})
+
+    async def seed() -> None:
+        storage = storage_config.storage_cls(storage_config.storage_options)
+        await storage.start()
+        try:
+            event = OutboxEvent("ev1:crm", "user.login", "wx00000000000shop", "crm", {"a": 1}, time.time())
+            await storage.enqueue_event(event)
+        finally:
+            await storage.close()
+
+    asyncio.run(seed())
+    listed = wxgate("events", "list", "--config", str(config), cwd=tmp_path)
+    assert listed.returncode == 0, listed.stderr
+    (row,) = listed.stdout.splitlines()
+    assert row.split("  ")[:5] == ["ev1:crm", "user.login", "crm", "pending", "0"]
+    assert row.split("  ")[-1] == "-"
+    assert "None" not in row
+    as_json = wxgate("events", "--config", str(config), "list", "--json", cwd=tmp_path)
+    assert json.loads(as_json.stdout)["last_error"] is None
+    # a file that cannot be read still fails as a configuration error
+    broken = tmp_path / "broken.yaml"
+    broken.write_text(config.read_text().replace("plugin: mongo", "plugin: mango"))
+    refused = wxgate("events", "list", "--config", str(broken), cwd=tmp_path)
+    assert refused.returncode == 2
+    assert "unknown storage 'mango'" in refused.stderr
+
+
+def test_reload_needs_no_app_secret_to_signal(tmp_path: Path) -> None:
+    """The variables the gateway gets from its environment file need not be in the operator's shell:
+    reload checks what it can (the server section) and signals; an invalid server section still stops it."""
+    config = tmp_path / "gw.yaml"
+    config.write_text(
+        "server: {port: 8080}\n"
+        f"apps:\n  shop: {{appid: wx00000000000shop, secret: '${{{SECRET_VAR}}}', upstream: sandbox}}\n"
+    )
+    waiter = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import signal, sys, time\nsignal.signal(signal.SIGHUP, lambda *a: sys.exit(7))\n"
+            "print('ready', flush=True)\ntime.sleep(30)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert waiter.stdout is not None
+        assert waiter.stdout.readline().strip() == "ready"
+        result = wxgate("reload", "--config", str(config), "--pid", str(waiter.pid), cwd=tmp_path)
+        assert result.returncode == 0, result.stderr
+        assert f"environment variable {SECRET_VAR} is not set" in result.stderr  # said, not fatal
+        assert f"reload signal sent to {waiter.pid}" in result.stdout
+        assert waiter.wait(timeout=10) == 7
+    finally:
+        waiter.kill()
+        waiter.wait()
+    config.write_text(config.read_text().replace("port: 8080", "port: eighty"))
+    bad = wxgate("reload", "--config", str(config), "--pid", "1", cwd=tmp_path)
+    assert bad.returncode == 2
+    assert f"{config}:1: server.port" in bad.stderr
+
+
+def test_reload_exit_codes_without_a_pid(tmp_path: Path) -> None:
+    config = tmp_path / "gw.yaml"
+    config.write_text("apps:\n  shop: {appid: wx00000000000shop, secret: s, upstream: sandbox}\n")
+    unset = wxgate("reload", "--config", str(config), cwd=tmp_path)
+    assert unset.returncode == 2  # a usage error: nowhere to find the pid
+    assert "give --pid, or set server.pid_file" in unset.stderr
+    config.write_text(f"server: {{pid_file: '{tmp_path / 'gone.pid'}'}}\n" + config.read_text())
+    gone = wxgate("reload", "--config", str(config), cwd=tmp_path)
+    assert gone.returncode == 1  # nothing runs to reload
+    assert "cannot read" in gone.stderr
+
+
+def test_a_closed_pipe_ends_quietly(tmp_path: Path) -> None:
+    """`wxgate version | head`: the reader goes away; no traceback, exit 0."""
+    proc = subprocess.Popen([WXGATE, "version"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp_path)
+    assert proc.stdout is not None
+    proc.stdout.close()  # before wxgate writes: its write meets a closed pipe
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0
+    assert err == b""
+
+
+def test_init_writes_a_starter_that_serves_as_written(tmp_path: Path) -> None:
+    made = wxgate("init", "site", cwd=tmp_path)
+    assert made.returncode == 0, made.stderr
+    starter = tmp_path / "site" / "wxgate.yaml"
+    text = starter.read_text()
+    assert text.count("\n#") > 10  # commented
+    again = wxgate("init", "site", cwd=tmp_path)
+    assert again.returncode == 2
+    assert "exists" in again.stderr
+    assert starter.read_text() == text
+    port = free_port()
+    proc = subprocess.Popen(
+        [WXGATE, "serve", "--port", str(port)],
+        cwd=starter.parent,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**{k: v for k, v in os.environ.items() if not k.startswith("WXGATE_")}, "WXGATE_LOG_FORMAT": "json"},
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_up(base + "/healthz", proc)
+        _, device = post(base + "/_sandbox/demo/wx.login", {"user": "starter"})
+        status, login = post(base + "/v1/demo/login", {"code": device["code"]})
+        assert status == 200, login
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=30)
+    started = [json.loads(line) for line in out.splitlines() if '"gateway_started"' in line]
+    assert started[0]["config"] == str(starter.resolve())  # serve says which file it found
+
+
+def test_sessions_attach_to_the_running_gateway_then_open_its_data(tmp_path: Path) -> None:
+    """With `uri: embedded`: while the gateway runs, the CLI uses its embedded server; once it has
+    stopped, the CLI opens the data directory it left. Neither creates anything new."""
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    proc = start_run_py(tmp_path, port)
+    try:
+        wait_until_up(base + "/healthz", proc)
+        _, device = post(base + "/_sandbox/demo/wx.login", {"user": "attach-user"})
+        status, login = post(base + "/v1/demo/login", {"code": device["code"]})
+        assert status == 200, login
+        running = wxgate("sessions", "list", "--app", "demo", "--openid", login["openid"], "--json", cwd=tmp_path)
+        assert running.returncode == 0, running.stderr
+        assert len(running.stdout.splitlines()) == 1
+    finally:
+        stop(proc)
+    kept = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file())
+    stopped = wxgate("sessions", "list", "--app", "demo", "--openid", login["openid"], "--json", cwd=tmp_path)
+    assert stopped.returncode == 0, stopped.stderr
+    assert stopped.stdout == running.stdout
+    assert not (tmp_path / "var" / "mongo" / "server.json").exists()  # its own server stopped with it
+    assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file()) == kept

@@ -36,6 +36,7 @@ from tests.helpers import ROOT
 README = (ROOT / "README.md").read_text(encoding="utf-8")
 PLUGINS_GUIDE = (ROOT / "docs" / "plugins.md").read_text(encoding="utf-8")
 HOOKS_GUIDE = (ROOT / "docs" / "hooks.md").read_text(encoding="utf-8")
+OPERATIONS = (ROOT / "docs" / "operations.md").read_text(encoding="utf-8")
 
 # Modules whose plugins and errors ship with wxgate; a third-party plugin installed in the
 # same environment documents itself.
@@ -291,3 +292,62 @@ def test_security_table_names_tests_that_exist() -> None:
                 assert re.search(rf"(def|class) {name}\b", source), f"SECURITY.md names {module}::{name}, not found"
                 named += 1
     assert named >= 20, f"only {named} tests named in SECURITY.md's table"
+
+
+# --- docs/operations.md: the operator's guide ------------------------------------------------
+
+
+def test_every_metric_has_a_row_in_the_operations_metrics_table() -> None:
+    from gateway.metrics import OUTBOX_AGE, Metrics
+
+    rows = _table_rows(_section(OPERATIONS, "Health, readiness and metrics", doc="docs/operations.md"))
+    exported = {OUTBOX_AGE}
+    for family in Metrics().registry.collect():
+        exported.add(family.name + "_total" if family.type == "counter" else family.name)
+    missing = sorted(exported - set(rows))
+    assert not missing, f"docs/operations.md's metrics table has no row for: {missing}"
+    unknown = sorted(name for name in rows if name.startswith("wxgate_") and name not in exported)
+    assert not unknown, f"docs/operations.md's metrics table lists metrics the gateway does not export: {unknown}"
+
+
+def test_operations_guide_documents_the_server_keys_for_running_behind_proxies() -> None:
+    for heading, key in (
+        ("Client address: `server.trusted_proxies`", "trusted_proxies"),
+        ("The admin listener: `server.admin`", "admin"),
+        ("Timeouts and limits", "header_timeout"),
+    ):
+        assert key in ServerConfig.model_fields, f"server.{key} is documented but not a setting"
+        assert key in _section(OPERATIONS, heading, doc="docs/operations.md")
+
+
+def test_operations_guide_names_every_file_of_the_deployment_kit() -> None:
+    shipped = sorted(str(path.relative_to(ROOT)) for path in (ROOT / "deploy").rglob("*") if path.is_file())
+    assert shipped, "deploy/ is empty"
+    missing = [name for name in shipped if name not in OPERATIONS]
+    assert not missing, f"docs/operations.md does not mention: {missing}"
+
+
+def test_relative_links_of_readme_and_operations_guide_resolve() -> None:
+    broken = []
+    for doc, text in (("README.md", README), ("docs/operations.md", OPERATIONS)):
+        base = (ROOT / doc).parent
+        for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", text):
+            if "://" not in target and not (base / target).exists():
+                broken.append(f"{doc}: {target}")
+    assert not broken, f"links to files that do not exist: {broken}"
+
+
+def test_links_to_operations_sections_name_real_headings() -> None:
+    anchors = {
+        re.sub(r"[^a-z0-9 _-]", "", heading.lower()).replace(" ", "-")
+        for heading in re.findall(r"^#+ (.+)$", OPERATIONS, re.MULTILINE)
+    }
+    wanted = set(re.findall(r"docs/operations\.md#([a-z0-9_-]+)", README))
+    assert wanted, "README.md links no section of docs/operations.md"
+    assert not wanted - anchors, f"README.md links sections docs/operations.md lacks: {sorted(wanted - anchors)}"
+
+
+def test_readme_speaks_to_users() -> None:
+    """No internal tracker numbers: a reader of the README cannot look them up."""
+    found = re.findall(r"(?i)\b(?:issue|ticket|bug)\s*#?\d+|(?<![\w&/])#\d+\b", README)
+    assert not found, f"README.md mentions internal numbers: {found}"

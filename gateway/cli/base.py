@@ -1,18 +1,23 @@
-"""What every command module shares: the error that ends a command, the exit codes, the parser helpers."""
+"""What every command module shares: the error that ends a command, the exit codes, the parser
+helpers, and where a command's configuration file and environment come from."""
 
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import TypeAlias
 
-from gateway.config import DEFAULT_CONFIG, Config
+from gateway.config import DEFAULT_CONFIG, Config, load_config
 from gateway.errors import GatewayError
 
 # The contract's exit codes (0 is done).
 RUNTIME_FAILURE = 1  # e.g. storage unreachable, nothing to attach to
 USAGE_ERROR = 2  # bad arguments or configuration
+
+# Looked for in the working directory, in this order, when neither --config nor WXGATE_CONFIG names a file.
+LOCAL_CONFIGS = ("wxgate.yaml", "config/gateway.yaml")
 
 Command = Callable[[argparse.Namespace], int]
 # argparse has no public name for what add_subparsers returns
@@ -32,11 +37,50 @@ def add_command(sub: Subcommands, name: str, func: Command, *, help: str) -> arg
     parser = sub.add_parser(name, help=help)
     # the parser's prog ("wxgate events retry") is how main names the command in an error
     parser.set_defaults(func=func, prog=parser.prog)
+    add_file_options(parser)
     return parser
 
 
+def add_file_options(parser: argparse.ArgumentParser) -> None:
+    """``--config`` and ``--env-file`` after a command too. SUPPRESS: when not given here, the value
+    given before the command (or none) stays."""
+    parser.add_argument(
+        "--config",
+        metavar="FILE",
+        default=argparse.SUPPRESS,
+        help="configuration file (default: $WXGATE_CONFIG, ./wxgate.yaml, ./config/gateway.yaml, the bundled one)",
+    )
+    parser.add_argument(
+        "--env-file",
+        metavar="FILE",
+        default=argparse.SUPPRESS,
+        help="dotenv file of variables for the configuration's ${VAR}s",
+    )
+
+
 def add_config_option(parser: argparse.ArgumentParser, what: str = "YAML file") -> None:
-    parser.add_argument("--config", default=str(DEFAULT_CONFIG), help=f"{what} (default: %(default)s)")
+    """Kept for the command modules that call it: :func:`add_command` already gave the parser
+    ``--config``; ``what`` only says what the file is for."""
+    for action in parser._actions:
+        if what != "YAML file" and action.dest == "config" and action.option_strings:
+            action.help = f"{what}: {action.help}"
+
+
+def config_path(args: argparse.Namespace) -> str:
+    """The file a command reads: --config, then $WXGATE_CONFIG, then ./wxgate.yaml, ./config/gateway.yaml
+    and the default bundled with wxgate."""
+    given: str | None = getattr(args, "config", None) or os.environ.get("WXGATE_CONFIG") or None
+    if given:
+        return given
+    for name in LOCAL_CONFIGS:
+        if Path(name).is_file():
+            return str(Path(name).resolve())
+    return str(DEFAULT_CONFIG)
+
+
+def load_for(args: argparse.Namespace, sections: Collection[str] | None = None) -> Config:
+    """The command's configuration; ``sections``: only those it uses (see :func:`gateway.config.parse_config`)."""
+    return load_config(config_path(args), sections=sections)
 
 
 def describe(exc: GatewayError) -> str:
@@ -49,12 +93,15 @@ def require_shared_storage(config: Config) -> None:
     that exists: started elsewhere, the command would make an empty database and a new
     key there, and answer "nothing" about users it cannot see."""
     if config.storage_cls.name == "memory":
-        raise CLIError("storage 'memory' lives inside the gateway process; use a shared storage", USAGE_ERROR)
+        raise CLIError(
+            f"{config.path}: storage 'memory' lives inside the gateway process; use a shared storage", USAGE_ERROR
+        )
     options = config.storage_options
     data_dir = getattr(options, "data_dir", None)
     if getattr(options, "uri", None) == "embedded" and data_dir and not Path(data_dir).is_dir():
         raise CLIError(
-            f"nothing to attach to: the embedded storage's data directory {data_dir!r} does not exist here "
-            f"({Path.cwd()}); run the command in the gateway's working directory, or set storage.options.data_dir",
+            f"nothing to attach to: {config.path} keeps its embedded storage in {data_dir!r}, which does not exist "
+            f"here ({Path.cwd()}); run the command in the gateway's working directory, give --config the "
+            "gateway's file, or set storage.options.data_dir",
             RUNTIME_FAILURE,
         )

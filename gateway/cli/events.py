@@ -13,11 +13,11 @@ from gateway.cli.base import (
     CLIError,
     Subcommands,
     add_command,
-    add_config_option,
+    add_file_options,
     describe,
+    load_for,
     require_shared_storage,
 )
-from gateway.config import load_config
 from gateway.errors import GatewayError
 from gateway.storage import EVENT_STATUSES, Storage
 
@@ -28,7 +28,7 @@ _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 def add_events(sub: Subcommands) -> None:
     events = sub.add_parser("events", help="inspect and repair the webhook outbox")
-    add_config_option(events)
+    add_file_options(events)  # `wxgate events --config FILE list`, as before the action was named
     actions = events.add_subparsers(dest="action", required=True)
     listing = add_command(actions, "list", _events, help="list events, newest last")
     listing.add_argument("--status", choices=EVENT_STATUSES, help="only events in this state")
@@ -43,7 +43,8 @@ def add_events(sub: Subcommands) -> None:
 
 
 def _events(args: argparse.Namespace) -> int:
-    config = load_config(args.config)
+    # the storage is all it uses: the apps' secrets need not be in this shell's environment
+    config = load_for(args, sections=("server", "storage"))
     require_shared_storage(config)
     if args.action == "retry" and not args.ids and not args.all:
         raise CLIError("name event ids, or --all", USAGE_ERROR)
@@ -70,7 +71,7 @@ async def _act(storage: Storage, args: argparse.Namespace, older_than: float) ->
                     "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(event.created_at)),
                     "last_error": event.last_error,
                 }
-                print(json.dumps(row) if args.json else "  ".join(str(v) for v in row.values()))
+                print(json.dumps(row) if args.json else "  ".join(_cell(v) for v in row.values()))
         elif args.action == "retry":
             count = await storage.requeue_events(None if args.all else list(args.ids), time.time())
             print(f"{count} dead-lettered events queued again")
@@ -79,6 +80,11 @@ async def _act(storage: Storage, args: argparse.Namespace, older_than: float) ->
             print(f"{count} {args.status} events purged")
     finally:
         await storage.close()
+
+
+def _cell(value: object) -> str:
+    """A column of the text listing: an empty field (no error yet) shows as ``-``."""
+    return "-" if value is None or value == "" else str(value)
 
 
 def _age_seconds(text: str) -> float:

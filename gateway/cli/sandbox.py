@@ -9,8 +9,8 @@ import signal
 import tornado.netutil
 from tornado.httpserver import HTTPServer
 
-from gateway.cli.base import Subcommands, add_command, add_config_option
-from gateway.config import is_loopback, load_config
+from gateway.cli.base import Subcommands, add_command, add_config_option, load_for
+from gateway.config import is_loopback
 from gateway.errors import ConfigError
 from gateway.logs import configure_logging, get_logger
 from gateway.sandbox import SandboxApp, SandboxWorld, make_sandbox_app
@@ -28,7 +28,7 @@ def add_sandbox(sub: Subcommands) -> None:
 
 
 def _sandbox(args: argparse.Namespace) -> int:
-    config = load_config(args.config)
+    config = load_for(args)  # the apps' secrets included: it signs as WeChat would
     configure_logging(config.server.log_format)
     if not config.sandbox.public and not is_loopback(args.host):
         # every app of this server is simulated, with no authentication

@@ -18,11 +18,11 @@ from gateway.cli.base import (
     CLIError,
     Subcommands,
     add_command,
-    add_config_option,
+    add_file_options,
     describe,
+    load_for,
     require_shared_storage,
 )
-from gateway.config import load_config
 from gateway.errors import GatewayError
 from gateway.logs import configure_logging
 from gateway.storage import Storage
@@ -34,7 +34,7 @@ SHOWN_HASH = 12
 
 def add_sessions(sub: Subcommands) -> None:
     sessions = sub.add_parser("sessions", help="list or revoke users' login sessions")
-    add_config_option(sessions)
+    add_file_options(sessions)  # `wxgate sessions --config FILE list ...`
     actions = sessions.add_subparsers(dest="action", required=True)
     listing = add_command(actions, "list", _sessions, help="a user's live sessions, oldest first (never a token)")
     _common(listing)
@@ -53,12 +53,11 @@ def add_sessions(sub: Subcommands) -> None:
 
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--app", required=True, help="the app's name in the configuration (not its appid)")
-    # also accepted after the action; SUPPRESS keeps the group's --config when this one is not given
-    parser.add_argument("--config", default=argparse.SUPPRESS, help="YAML file")
 
 
 def _sessions(args: argparse.Namespace) -> int:
-    config = load_config(args.config)
+    # the apps for their appids, and the storage; webhooks and shared pipelines are not read
+    config = load_for(args, sections=("server", "storage", "apps"))
     require_shared_storage(config)
     app = config.apps.get(args.app)
     if app is None:

@@ -1,0 +1,304 @@
+"""The deployment kit in deploy/, checked by the programs it is written for: Debian's nginx in
+front of a real gateway, promtool on the Prometheus files, systemd-analyze on the unit, and the
+Grafana dashboard's queries against the metrics the gateway exports.
+
+`make test` installs those programs (`make deploy-deps`) when it runs as root; elsewhere a missing
+one fails here with the apt-get line to run, never a silent skip.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import re
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gateway.metrics import OUTBOX_AGE, Metrics
+from tests.helpers import ROOT, WXGATE, free_port, post, wait_until_up
+
+DEPLOY = ROOT / "deploy"
+# the Debian package that brings each program (see the Makefile's deploy-deps)
+PACKAGES = {"nginx": "nginx", "promtool": "prometheus", "systemd-analyze": "systemd", "ss": "iproute2"}
+
+
+def program(name: str) -> str:
+    found = shutil.which(name) or shutil.which(name, path="/usr/sbin:/sbin")
+    if found is None:
+        pytest.fail(
+            f"{name} is not installed: run `apt-get install -y {PACKAGES[name]}` (or `make deploy-deps` as root)"
+        )
+    return found
+
+
+def substitute(text: str, old: str, new: str) -> str:
+    """``old`` must be in the shipped file exactly once: the test fails when the file changes shape."""
+    assert text.count(old) == 1, f"expected {old!r} once in the shipped file"
+    return text.replace(old, new)
+
+
+# --- nginx in front of a real gateway --------------------------------------------------------
+
+LOAD_BALANCER = "127.0.0.2"  # a trusted hop in front of nginx (set_real_ip_from)
+STRANGER = "127.0.0.3"  # any other client
+
+
+class Site:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.gateway_port = free_port()
+        self.nginx_port = free_port()
+        self.gateway: subprocess.Popen[str] | None = None
+        self.nginx: subprocess.Popen[str] | None = None
+        self.gateway_log = ""
+
+    def start_gateway(self) -> None:
+        config = self.root / "gateway.yaml"
+        config.write_text(
+            "server:\n  log_format: json\n  trusted_proxies: [127.0.0.1/32]   # nginx, on this host\n"
+            "storage: {plugin: memory}\n"
+            "pipelines:\n  login: [code2session, issue_session]\n"
+            "apps:\n  demo: {appid: wx0000000000demo0, secret: s, upstream: sandbox}\n"
+        )
+        self.gateway = subprocess.Popen(
+            [WXGATE, "serve", "--config", str(config), "--port", str(self.gateway_port)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        wait_until_up(f"http://127.0.0.1:{self.gateway_port}/healthz", self.gateway)
+
+    def stop_gateway(self) -> list[dict[str, Any]]:
+        assert self.gateway is not None
+        self.gateway.send_signal(signal.SIGTERM)
+        out, _ = self.gateway.communicate(timeout=30)
+        self.gateway_log += out
+        return [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+
+    def start_nginx(self) -> None:
+        site = (DEPLOY / "nginx" / "wxgate.conf").read_text()
+        site = substitute(site, "listen 80;", f"listen 127.0.0.1:{self.nginx_port};")
+        site = substitute(site, "server 127.0.0.1:8080;", f"server 127.0.0.1:{self.gateway_port};")
+        site = substitute(site, "set_real_ip_from 10.0.0.0/8;", f"set_real_ip_from {LOAD_BALANCER}/32;")
+        (self.root / "site.conf").write_text(site)
+        temp = self.root / "temp"
+        temp.mkdir()
+        temp.chmod(0o777)  # nginx's workers run as nobody under root
+        (self.root / "nginx.conf").write_text(
+            f"worker_processes 1;\npid {self.root}/nginx.pid;\nerror_log {self.root}/error.log;\n"
+            "events { worker_connections 64; }\n"
+            "http {\n  access_log off;\n"
+            + "".join(
+                f"  {kind}_temp_path {temp}/{kind};\n" for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+            )
+            + f"  include {self.root}/site.conf;\n}}\n"
+        )
+        nginx = program("nginx")
+        args = [nginx, "-p", str(self.root), "-c", str(self.root / "nginx.conf"), "-e", str(self.root / "error.log")]
+        checked = subprocess.run([*args, "-t"], capture_output=True, text=True, timeout=30)
+        assert checked.returncode == 0, checked.stderr
+        self.nginx = subprocess.Popen([*args, "-g", "daemon off;"], stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                request(self.nginx_port, "GET", "/v1/demo/nothing")
+                return
+            except OSError:
+                time.sleep(0.05)
+        raise AssertionError(f"nginx did not listen: {(self.root / 'error.log').read_text()}")
+
+    def stop(self) -> None:
+        for proc in (self.nginx, self.gateway):
+            if proc is not None and proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                proc.communicate(timeout=30)
+
+
+def request(
+    port: int,
+    method: str,
+    path: str,
+    body: dict[str, Any] | None = None,
+    source: str = "127.0.0.1",
+    headers: dict[str, str] | None = None,
+) -> tuple[int, dict[str, str], bytes]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10, source_address=(source, 0))
+    try:
+        payload = json.dumps(body).encode() if body is not None else None
+        conn.request(method, path, payload, {"Content-Type": "application/json", **(headers or {})})
+        response = conn.getresponse()
+        return response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
+    finally:
+        conn.close()
+
+
+@pytest.fixture
+def site(tmp_path: Path) -> Iterator[Site]:
+    program("nginx")
+    program("ss")
+    served = Site(tmp_path)
+    try:
+        served.start_gateway()
+        served.start_nginx()
+        yield served
+    finally:
+        served.stop()
+
+
+def upstream_connections(site: Site) -> int:
+    """Established connections nginx holds to the gateway's port (the gateway's own, to the sandbox
+    it serves on the same port, are not counted)."""
+    out = subprocess.run(
+        [program("ss"), "-Htnp", "state", "established", "dst", f"127.0.0.1:{site.gateway_port}"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return sum(1 for line in out.splitlines() if '"nginx"' in line)
+
+
+def test_nginx_passes_the_real_client_and_keeps_upstream_connections_alive(site: Site) -> None:
+    gateway, nginx = site.gateway_port, site.nginx_port
+    # 1. a client behind the trusted load balancer: nginx's realip takes it from X-Forwarded-For
+    trusted = request(
+        nginx, "POST", "/v1/demo/login", {"code": "c1"}, LOAD_BALANCER, {"X-Forwarded-For": "203.0.113.7"}
+    )
+    # 2. a stranger naming an address: nginx ignores its header, the gateway sees the stranger
+    forged = request(nginx, "POST", "/v1/demo/login", {"code": "c2"}, STRANGER, {"X-Forwarded-For": "198.51.100.9"})
+    # 3. the same straight to the gateway: not a trusted proxy, so its headers are ignored
+    direct = request(
+        gateway,
+        "POST",
+        "/v1/demo/login",
+        {"code": "c3"},
+        STRANGER,
+        {"X-Forwarded-For": "198.51.100.9", "X-Real-Ip": "198.51.100.9"},
+    )
+    for status, headers, body in (trusted, forged, direct):
+        assert status == 400, body  # the sandbox refuses made-up codes: the gateway answered
+        assert json.loads(body)["error"]["code"] == "invalid_code"
+        assert "server" not in headers or "TornadoServer" not in headers["server"]
+    # a real login through nginx, several requests on one kept-alive upstream connection
+    for i in range(4):
+        _, device = post(f"http://127.0.0.1:{gateway}/_sandbox/demo/wx.login", {"user": f"nginx-{i}"})
+        status, _, body = request(nginx, "POST", "/v1/demo/login", {"code": device["code"]})
+        assert status == 200, body
+    assert upstream_connections(site) == 1
+    # operations paths are not on the public site
+    for path in ("/metrics", "/readyz", "/healthz", "/admin/", "/_sandbox/demo/wx.login"):
+        status, headers, body = request(nginx, "GET", path)
+        assert (status, headers["content-type"]) == (404, "application/json"), path
+        assert json.loads(body)["error"]["code"] == "not_found"
+    events = site.stop_gateway()
+    clients = [e["client_ip"] for e in events if e.get("event") == "request" and e.get("flow") == "login"]
+    assert clients[:3] == ["203.0.113.7", STRANGER, STRANGER], site.gateway_log
+
+
+def test_nginx_answers_json_when_the_gateway_is_down(site: Site) -> None:
+    site.stop_gateway()
+    status, headers, body = request(site.nginx_port, "POST", "/v1/demo/login", {"code": "x"})
+    assert status == 502
+    assert headers["content-type"] == "application/json"
+    assert headers["retry-after"] == "5"
+    error = json.loads(body)["error"]
+    assert (error["code"], error["retryable"]) == ("gateway_unavailable", True)
+    too_big = request(site.nginx_port, "POST", "/v1/demo/login", {"code": "x" * 70_000})
+    assert too_big[0] == 413
+    assert json.loads(too_big[2])["error"]["code"] == "body_too_large"
+
+
+# --- Prometheus, systemd ---------------------------------------------------------------------
+
+
+def test_prometheus_config_and_rules_pass_promtool(tmp_path: Path) -> None:
+    promtool = program("promtool")
+    for name in ("prometheus.yml", "wxgate-alerts.yml"):
+        shutil.copy(DEPLOY / "prometheus" / name, tmp_path / name)
+    token = tmp_path / "admin-token"
+    token.write_text("a-token\n")
+    config = tmp_path / "prometheus.yml"
+    config.write_text(substitute(config.read_text(), "/etc/prometheus/wxgate-admin-token", str(token)))
+    checked = subprocess.run([promtool, "check", "config", str(config)], capture_output=True, text=True, timeout=60)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert "SUCCESS: 1 rule files found" in checked.stdout
+    rules = subprocess.run(
+        [promtool, "check", "rules", str(DEPLOY / "prometheus" / "wxgate-alerts.yml")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert rules.returncode == 0, rules.stdout + rules.stderr
+    # the alerts the operator needs, each on a metric the gateway exports
+    alerts = (DEPLOY / "prometheus" / "wxgate-alerts.yml").read_text()
+    for needed in (
+        'up{job="wxgate"}',
+        'status=~"5.."',
+        'status="dead"',
+        "wxgate_upstream_circuit_open",
+        "wxgate_storage_up",
+    ):
+        assert needed in alerts
+    assert metric_names(alerts) <= exported_metrics()
+
+
+def test_systemd_unit_passes_systemd_analyze(tmp_path: Path) -> None:
+    analyze = program("systemd-analyze")
+    text = (DEPLOY / "systemd" / "wxgate.service").read_text()
+    # verify wants the binary to exist: the one this suite runs stands in for /opt/wxgate's
+    unit = tmp_path / "wxgate.service"
+    unit.write_text(substitute(text, "ExecStart=/opt/wxgate/bin/wxgate", f"ExecStart={WXGATE}"))
+    checked = subprocess.run([analyze, "verify", str(unit)], capture_output=True, text=True, timeout=60)
+    assert checked.returncode == 0, checked.stderr
+    # a directive it does not understand is only a warning to it, but a mistake here
+    assert str(unit) not in checked.stderr, checked.stderr
+    service = dict(line.split("=", 1) for line in text.splitlines() if "=" in line and not line.startswith("#"))
+    assert service["ExecReload"] == "/bin/kill -HUP $MAINPID"
+    assert service["Restart"] == "on-failure"
+    assert service["EnvironmentFile"].startswith("/etc/wxgate/")
+    assert service["User"] not in ("root", "0")
+
+
+# --- Grafana ---------------------------------------------------------------------------------
+
+
+def exported_metrics() -> set[str]:
+    """Every sample name the gateway's registry can export, plus Prometheus' own ``up``."""
+    names = {"up", OUTBOX_AGE}
+    for family in Metrics().registry.collect():
+        if family.type == "counter":
+            names.add(family.name + "_total")
+        elif family.type == "histogram":
+            names |= {family.name + suffix for suffix in ("_bucket", "_sum", "_count")}
+        else:
+            names.add(family.name)
+    return names
+
+
+def metric_names(text: str) -> set[str]:
+    return set(re.findall(r"\b(wxgate_[a-z_]+)", text))
+
+
+def test_grafana_dashboard_queries_only_exported_metrics() -> None:
+    dashboard = json.loads((DEPLOY / "grafana" / "wxgate-dashboard.json").read_text())
+    exprs = [t["expr"] for panel in dashboard["panels"] for t in panel.get("targets", [])]
+    named = set().union(*(metric_names(e) for e in exprs))
+    assert named, "the dashboard queries nothing"
+    unknown = named - exported_metrics()
+    assert not unknown, f"the dashboard queries metrics the gateway does not export: {unknown}"
+    titles = " ".join(panel["title"].lower() for panel in dashboard["panels"])
+    for subject in ("by flow", "latency", "status", "step", "outbox"):
+        assert subject in titles
+    for needed in (
+        "wxgate_requests_total",
+        "wxgate_request_duration_seconds_bucket",
+        "wxgate_step_duration_seconds_bucket",
+        "wxgate_outbox_events",
+    ):
+        assert needed in named
