@@ -2,7 +2,7 @@
 """wxgate benchmark: one command, every figure from the same run on the same machine.
 
     python bench/run.py [--duration 10] [--connections 32] [--repeat 3] [--soak-requests 100000]
-                        [--only memory,soak,mongo,workers,micro]
+                        [--only memory,soak,mongo,baseline,workers,micro]
 
 Starts, each in its own process and on 127.0.0.1 only: a bare Tornado hello-world
 (the ceiling for any Tornado service), the standalone sandbox upstream (codes made
@@ -12,7 +12,9 @@ wrk (closed loop, fixed connections, fixed time; `apt-get install wrk`) and prin
 req/s, p50/p99 latency, errors, the CPU each process used, RSS, and req/s as a fraction
 of the hello-world ceiling. Also: a paced run at half the measured maximum (p99 under
 moderate load), RSS before and after ``--soak-requests`` requests, one worker against
-two (``--processes 2``), and in-process timings of the decrypt step against a plain
+two (``--processes 2``), the hand-written baseline handler of ``/phone``
+(bench/baseline_phone.py) against the same MongoDB server as wxgate's ``/phone`` on mongo
+(``baseline``, with ``mongo``), and in-process timings of the decrypt step against a plain
 pycryptodome decrypt and of the pipeline engine with no steps. The ceiling, the empty
 pipeline and ``/phone`` run ``--repeat`` times and their median counts (the machine is
 shared; one run can be off by 10 %). The CPU column includes wrk's own share. Writes
@@ -50,8 +52,9 @@ from wxgate_plugins.storages.embedded_mongo import EmbeddedMongo, free_port  # n
 BIN = Path(sys.executable).parent
 STORAGE_KEY = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="
 USERS = 200
+BENCH_APPID = "wx0000000000bench"
 TICKS = os.sysconf("SC_CLK_TCK")
-SECTIONS = ("memory", "soak", "mongo", "workers", "micro")
+SECTIONS = ("memory", "soak", "mongo", "baseline", "workers", "micro")
 
 WRK_SCRIPT = r"""
 local requests = {}
@@ -95,6 +98,7 @@ def config_text(storage: str, mongo_uri: str, sandbox_port: int, flows: str) -> 
         storage_block = "storage: {plugin: memory}"
     else:
         database = f"bench{int(time.time() * 1000) % 10**9}"
+        Bench.mongo_database = database  # the baseline's sessions are seeded from it
         storage_block = (
             f'storage: {{plugin: mongo, options: {{uri: "{mongo_uri}", database: {database}, '
             f'encryption_key: "{STORAGE_KEY}"}}}}'
@@ -175,6 +179,8 @@ class Procs:
 
 
 class Bench:
+    mongo_database = ""  # the last mongo gateway's database (config_text names it)
+
     def __init__(self, args: argparse.Namespace, workdir: Path) -> None:
         self.args = args
         self.workdir = workdir
@@ -230,6 +236,51 @@ class Bench:
         wait_up(url + "/healthz", proc)
         self.watched[label] = tree(proc.pid)
         return url, proc
+
+    def baseline(self, mongo_uri: str, gateway_url: str, phone: list[str]) -> str:
+        """Start bench/baseline_phone.py on the gateway's MongoDB server, its sessions seeded
+        with the same tokens and session keys as the gateway's (read through the storage)."""
+        database = f"baseline{int(time.time() * 1000) % 10**9}"
+        tokens = [line.split("\t")[2] for line in phone]
+        asyncio.run(seed_baseline(mongo_uri, self.mongo_database, database, tokens))
+        port = free_port()
+        proc = self.procs.start(
+            sys.executable, str(ROOT / "bench" / "baseline_phone.py"), str(port), mongo_uri, database, BENCH_APPID
+        )
+        url = f"http://127.0.0.1:{port}"
+        wait_up(url + "/v1/bench/phone", proc)
+        self.watched["baseline"] = [proc.pid]
+        self._baseline = proc
+        return url
+
+    def stop_baseline(self) -> None:
+        self.procs.stop(self._baseline)
+        del self.watched["baseline"]
+
+
+async def seed_baseline(mongo_uri: str, source: str, database: str, tokens: list[str]) -> None:
+    import hashlib
+
+    from pymongo import AsyncMongoClient
+
+    from wxgate_plugins.storages.mongo import MongoOptions, MongoStorage
+
+    storage = MongoStorage(MongoOptions(uri=mongo_uri, database=source, encryption_key=STORAGE_KEY))
+    await storage.start()
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(mongo_uri)
+    try:
+        for token in tokens:
+            digest = hashlib.sha256(token.encode()).hexdigest()
+            session = await storage.get_login_session(digest)
+            assert session is not None
+            keys = await storage.get_session_keys(session.appid, session.openid)
+            assert keys is not None
+            await client[database].baseline_sessions.insert_one(
+                {"_id": digest, "openid": session.openid, "session_key": keys.session_key}
+            )
+    finally:
+        await client.close()
+        await storage.close()
 
 
 def parse_wrk(out: str) -> dict[str, Any]:
@@ -387,6 +438,10 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             row = bench.wrk(f"/phone token+encryptedData ({storage})", url, phone, repeat=args.repeat)
             bench.wrk(f"/login ({storage})", url, login)
             bench.wrk(f"/phone one-shot GET ({storage})", url, oneshot)
+            if storage == "mongo" and "baseline" in args.only:
+                baseline_url = bench.baseline(mongo_uri, url, phone)
+                bench.wrk("/phone hand-written baseline (mongo)", baseline_url, phone, repeat=args.repeat)
+                bench.stop_baseline()
             if storage == "memory" and "soak" in args.only:
                 # paced at half the measured maximum: latency under moderate load
                 half = row["rps"] / 2

@@ -61,6 +61,8 @@ class Deliverer:
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
         self._turn: asyncio.Future[None] | None = None
+        # the soonest next_attempt_at this process gave a retried event (the next poll's deadline)
+        self._next_due: float | None = None
 
     def wake(self) -> None:
         self._wake.set()
@@ -106,6 +108,9 @@ class Deliverer:
 
     async def _run(self) -> None:
         while not self._stopping:
+            # Cleared before the claim, not after it: an event queued while this claim or its
+            # deliveries run must still wake the loop at once.
+            self._wake.clear()
             try:
                 events = await self.storage.claim_events(
                     self.owner, self.settings.concurrency, self.settings.lease_seconds, time.time()
@@ -118,16 +123,25 @@ class Deliverer:
                 events = []
             if events:
                 await asyncio.gather(*(self._deliver(event) for event in events))
-                continue
+                if len(events) >= self.settings.concurrency:
+                    continue  # a full batch: more may be due now
+            # Fewer than a batch were due: the claim found all there were, so the next poll
+            # waits (an event queued here meanwhile, or a retry coming due, ends the wait sooner).
             await self._idle()
 
     async def _idle(self) -> None:
-        """Until the next poll: poll_interval, or at once when woken (an event queued here)."""
-        self._wake.clear()
+        """Until the next poll: poll_interval, or at once when woken (an event queued here),
+        or when the soonest retry this process scheduled comes due, if that is sooner."""
+        due, self._next_due = self._next_due, None
         while True:
+            wait = self.settings.poll_interval
+            if due is not None and due - time.time() < wait:
+                wait = max(0.0, due - time.time())
             try:
-                await asyncio.wait_for(self._wake.wait(), self.settings.poll_interval)
+                await asyncio.wait_for(self._wake.wait(), wait)
             except TimeoutError:
+                if wait < self.settings.poll_interval:
+                    return  # a retry is due: its claim is this poll, not the gauges' read
                 turn, self._turn = self._turn, None
                 if turn is not None and not turn.done():
                     turn.set_result(None)  # this poll's turn goes to the waiting read
@@ -191,7 +205,9 @@ class Deliverer:
             delay = self.backoff(attempt)
             if retry_after is not None:
                 delay = max(delay, min(retry_after, self.settings.backoff_max))
-            await self.storage.retry_event(event.id, self.owner, time.time() + delay, outcome)
+            retry_at = time.time() + delay
+            await self.storage.retry_event(event.id, self.owner, retry_at, outcome)
+            self._next_due = retry_at if self._next_due is None else min(self._next_due, retry_at)
             self._count(event, "retried")
         else:
             await self._dead(event, f"{outcome}: the receiver refused it")

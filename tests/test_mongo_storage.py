@@ -6,18 +6,21 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from collections.abc import MutableMapping
 from pathlib import Path
 from typing import Any
 
 import pytest
+from pymongo import MongoClient
 from structlog.testing import capture_logs
 
 from gateway.config import parse_config
 from gateway.errors import ConfigError, StorageUnavailable
 from gateway.sealing import key_id, new_key_text, parse_key
-from gateway.storage import AccessToken
+from gateway.storage import AccessToken, LoginSession, PhoneBinding
 from tests.helpers import free_port
-from tests.test_storage_contract import KEY_A, KEY_B
+from tests.test_round_trips import CommandCounter
+from tests.test_storage_contract import KEY_A, KEY_B, KEY_C
 from wxgate_plugins.storages.mongo import MongoOptions, MongoStorage
 
 
@@ -37,19 +40,20 @@ def test_secrets_are_sealed_at_rest(mongo_uri: str) -> None:
             await storage.rotate_session_key("wxapp", "o1", None, KEY_A)
             await storage.rotate_session_key("wxapp", "o1", None, KEY_B)
             await storage.put_access_token(AccessToken("wxapp", "ACCESS-TOKEN-VALUE", time.time() + 60))
-            raw_keys = await storage.db.session_keys.find_one({"_id": "wxapp:o1"})
+            raw_keys = await storage.db.users.find_one({"appid": "wxapp", "openid": "o1"})
             raw_token = await storage.db.tokens.find_one({"_id": "wxapp"})
             text = repr(raw_keys) + repr(raw_token)
             for secret in (KEY_A, KEY_B, "ACCESS-TOKEN-VALUE"):
                 assert secret not in text
-            assert raw_keys["key"].startswith(f"v1.{key_id(parse_key(key))}.")
-            # a sealed key copied onto another user's record does not open there: absent, logged
-            await storage.db.session_keys.insert_one({**raw_keys, "_id": "wxapp:o2"})
+            assert all(sealed.startswith(f"v1.{key_id(parse_key(key))}.") for sealed in raw_keys["keys"])
+            # sealed keys copied onto another user's record do not open there: absent, logged
+            copied = {name: raw_keys[name] for name in ("keys", "kid")}
+            await storage.db.users.insert_one({"appid": "wxapp", "openid": "o2", **copied})
             with capture_logs() as logs:
                 assert await storage.get_session_keys("wxapp", "o2") is None
             (rejected,) = [e for e in logs if e["event"] == "storage_record_rejected"]
-            assert (rejected["collection"], rejected["id"]) == ("session_keys", "wxapp:o2")
-            assert raw_keys["key"] not in repr(rejected)
+            assert (rejected["collection"], rejected["id"]) == ("users", "wxapp:o2")
+            assert raw_keys["keys"][-1] not in repr(rejected)
         finally:
             await storage.close()
 
@@ -72,9 +76,8 @@ def test_key_rotation_old_records_open_new_writes_use_new_key(mongo_uri: str) ->
         assert keys is not None
         assert keys.session_key == KEY_A
         await rotated.rotate_session_key("wxapp", "o1", None, KEY_B)
-        raw = await rotated.db.session_keys.find_one({"_id": "wxapp:o1"})
-        assert raw["key"].split(".")[1] == key_id(parse_key(new))
-        assert raw["prev"].split(".")[1] == key_id(parse_key(new))  # re-sealed on write
+        raw = await rotated.db.users.find_one({"appid": "wxapp", "openid": "o1"})
+        assert [sealed.split(".")[1] for sealed in raw["keys"]] == [key_id(parse_key(new))] * 2  # re-sealed on write
         await rotated.close()
 
         new_only = mongo(mongo_uri, db, new)
@@ -89,7 +92,7 @@ def test_key_rotation_old_records_open_new_writes_use_new_key(mongo_uri: str) ->
         await old_only.start()
         with capture_logs() as logs:
             assert await old_only.get_session_keys("wxapp", "o1") is None
-        assert [e["collection"] for e in logs if e["event"] == "storage_record_rejected"] == ["session_keys"]
+        assert [e["collection"] for e in logs if e["event"] == "storage_record_rejected"] == ["users"]
         await old_only.close()
 
     asyncio.run(main())
@@ -163,3 +166,136 @@ def test_option_errors_name_the_line(options: str, message: str) -> None:
     assert str(caught.value).startswith("x.yaml:3: storage.options.")
     assert message in str(caught.value)
     assert "c2hvcnQ=" not in str(caught.value)  # a key is never echoed
+
+
+# The session keys live in the user's record (layout 2); these replace the layout-1 cases of
+# tests/test_storage_macs.py that tampered with the session_keys collection.
+
+
+def test_a_tampered_session_key_is_absent_not_a_500(mongo_uri: str) -> None:
+    async def body(storage: MongoStorage, db: Any) -> None:
+        await storage.rotate_session_key("wxapp", "o1", "u1", KEY_A)
+        raw = db.users.find_one({"appid": "wxapp", "openid": "o1"})
+        version, kid, blob = raw["keys"][-1].split(".")
+        flipped = blob[:-3] + ("A" if blob[-3] != "A" else "B") + blob[-2:]
+        db.users.update_one({"_id": raw["_id"]}, {"$set": {"keys": [f"{version}.{kid}.{flipped}"]}})
+        with capture_logs() as logs:
+            assert await storage.get_session_keys("wxapp", "o1") is None
+        assert [(r["collection"], r["id"]) for r in rejections(logs)] == [("users", "wxapp:o1")]
+        assert raw["keys"][-1] not in repr(logs)
+        # the next login replaces the rejected key: nothing of it is kept
+        fresh = await storage.rotate_session_key("wxapp", "o1", None, KEY_B)
+        assert (fresh.session_key, fresh.previous_session_key, fresh.unionid) == (KEY_B, None, None)
+        again = await storage.get_session_keys("wxapp", "o1")
+        assert again is not None
+        assert (again.session_key, again.previous_session_key) == (KEY_B, None)
+        assert len(db.users.find_one({"_id": raw["_id"]})["keys"]) == 1
+
+    run_with_attacker(mongo_uri, body)
+
+
+def test_a_session_keys_unionid_cannot_be_changed(mongo_uri: str) -> None:
+    """check_session hands the unionid of the session keys to answers and signed webhooks:
+    the one sealed with the key counts, not the record's plain field (kept for queries)."""
+
+    async def body(storage: MongoStorage, db: Any) -> None:
+        await storage.rotate_session_key("wxapp", "o1", "u-real", KEY_A)
+        db.users.update_one({"appid": "wxapp", "openid": "o1"}, {"$set": {"unionid": "u-victim"}})
+        keys = await storage.get_session_keys("wxapp", "o1")
+        assert keys is not None
+        assert keys.unionid == "u-real"
+        # a record whose keys are not a gateway's is replaced by the next login
+        db.users.insert_one({"appid": "wxapp", "openid": "o2", "keys": ["junk"]})
+        with capture_logs():
+            assert await storage.get_session_keys("wxapp", "o2") is None
+            replaced = await storage.rotate_session_key("wxapp", "o2", None, KEY_B)
+        assert (replaced.session_key, replaced.previous_session_key) == (KEY_B, None)
+        stored = await storage.get_session_keys("wxapp", "o2")
+        assert stored is not None
+        assert stored.session_key == KEY_B
+
+    run_with_attacker(mongo_uri, body)
+
+
+def test_one_command_logs_in_and_one_reads_a_session(mongo_uri: str) -> None:
+    """login_user (a login: key and user) and get_login (a request: session, keys and phone)."""
+    database = "one" + uuid.uuid4().hex[:8]
+    counter = CommandCounter(database)
+
+    async def main() -> None:
+        storage = mongo(mongo_uri, database, new_key_text())
+        storage.event_listeners.append(counter)
+        await storage.start()
+        try:
+            counter.commands.clear()
+            keys, user = await storage.login_user("wxapp", "o1", "u1", KEY_A, 100.0)
+            assert (keys.session_key, keys.previous_session_key, user.logins, user.first_seen) == (
+                KEY_A,
+                None,
+                1,
+                100.0,
+            )
+            keys, user = await storage.login_user("wxapp", "o1", None, KEY_B, 200.0)
+            assert (keys.session_key, keys.previous_session_key, keys.unionid) == (KEY_B, KEY_A, "u1")
+            assert (user.logins, user.first_seen, user.last_seen) == (2, 100.0, 200.0)
+            assert len(counter.commands) == 2
+            # the same key again (WeChat kept it): counted, keys unchanged, two commands
+            keys, user = await storage.login_user("wxapp", "o1", None, KEY_B, 300.0)
+            assert (keys.session_key, keys.previous_session_key, user.logins) == (KEY_B, KEY_A, 3)
+            await storage.bind_phone("wxapp", "o1", PhoneBinding("k1", "138****1111", "86", None), 300.0)
+            await storage.bind_phone("wxapp", "o1", PhoneBinding("k2", "139****2222", "86", None), 400.0)
+            now = time.time()
+            await storage.put_login_session(LoginSession("h1", "wxapp", "o1", "u1", now, now + 60))
+            # another app's user with the same openid is not mistaken for this one
+            await storage.login_user("wxother", "o1", None, KEY_C, 500.0)
+            counter.commands.clear()
+            found = await storage.get_login("h1")
+            assert counter.commands == [("aggregate", "sessions")]
+            assert found is not None
+            session, found_keys = found
+            assert found_keys == keys
+            assert session.bound_phone is not None
+            assert (session.bound_phone.masked, session.bound_phone.key) == ("139****2222", "k2")
+            assert await storage.get_login("h-none") is None
+        finally:
+            await storage.close()
+
+    asyncio.run(main())
+
+
+def run_with_attacker(uri: str, body: Any) -> None:
+    database = "mac" + uuid.uuid4().hex[:10]
+
+    async def main() -> None:
+        storage = mongo(uri, database, new_key_text())
+        await storage.start()
+        client: MongoClient[dict[str, Any]] = MongoClient(uri, serverSelectionTimeoutMS=5000)
+        try:
+            await body(storage, client[database])
+        finally:
+            client.close()
+            await storage.close()
+
+    asyncio.run(main())
+
+
+def rejections(logs: list[MutableMapping[str, Any]]) -> list[MutableMapping[str, Any]]:
+    return [entry for entry in logs if entry["event"] == "storage_record_rejected"]
+
+
+def test_keys_join_a_record_made_without_them(mongo_uri: str) -> None:
+    """A user recorded by upsert_user or bind_phone alone (no key yet) gets keys at login."""
+
+    async def body(storage: MongoStorage, db: Any) -> None:
+        await storage.upsert_user("wxapp", "o1", None, 10.0)
+        await storage.bind_phone("wxapp", "o2", PhoneBinding("k", "138****1111", "86"), 10.0)
+        keys, user = await storage.login_user("wxapp", "o1", None, KEY_A, 20.0)
+        assert (keys.session_key, user.logins, user.first_seen, user.last_seen) == (KEY_A, 2, 10.0, 20.0)
+        keys = await storage.rotate_session_key("wxapp", "o2", "u2", KEY_B)
+        assert (keys.session_key, keys.previous_session_key, keys.unionid) == (KEY_B, None, "u2")
+        assert [p.key for p in await storage.get_phones("wxapp", "o2")] == ["k"]
+        assert await storage.find_phone_owners("wxapp", "k") == ["o2"]
+        assert await storage.find_phone_owners("wxother", "k") == []
+        assert await storage.get_user("wxapp", "o2") is None  # keys and phones are not a login
+
+    run_with_attacker(mongo_uri, body)

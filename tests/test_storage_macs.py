@@ -36,7 +36,7 @@ from gateway.sealing import KeyRing, SealError, new_key_text, parse_key
 from gateway.storage import AccessToken, LoginSession
 from tests.helpers import post
 from tests.test_multiprocess import Cluster
-from tests.test_storage_contract import KEY_A, KEY_B, STORAGE_KEY, event
+from tests.test_storage_contract import KEY_A, STORAGE_KEY, event
 from tests.webhook_receiver import Receiver
 from wxgate_plugins.storages.mongo import MongoOptions, MongoStorage
 
@@ -220,48 +220,6 @@ def test_events_from_before_macs_become_dead_letters(mongo_uri: str) -> None:
     run(mongo_uri, body)
 
 
-def test_a_tampered_session_key_is_absent_not_a_500(mongo_uri: str) -> None:
-    async def body(storage: MongoStorage, db: Any) -> None:
-        await storage.rotate_session_key("wxapp", "o1", "u1", KEY_A)
-        raw = db.session_keys.find_one({"_id": "wxapp:o1"})
-        version, kid, blob = raw["key"].split(".")
-        flipped = blob[:-3] + ("A" if blob[-3] != "A" else "B") + blob[-2:]
-        db.session_keys.update_one({"_id": "wxapp:o1"}, {"$set": {"key": f"{version}.{kid}.{flipped}"}})
-        with capture_logs() as logs:
-            assert await storage.get_session_keys("wxapp", "o1") is None
-        assert [(r["collection"], r["id"]) for r in rejections(logs)] == [("session_keys", "wxapp:o1")]
-        assert raw["key"] not in repr(logs)
-        # the next login replaces the rejected record: nothing of it is kept
-        fresh = await storage.rotate_session_key("wxapp", "o1", None, KEY_B)
-        assert (fresh.session_key, fresh.previous_session_key, fresh.unionid) == (KEY_B, None, None)
-        again = await storage.get_session_keys("wxapp", "o1")
-        assert again is not None
-        assert (again.session_key, again.previous_session_key) == (KEY_B, None)
-
-    run(mongo_uri, body)
-
-
-def test_a_session_keys_unionid_cannot_be_changed(mongo_uri: str) -> None:
-    """check_session hands the unionid of the session keys to answers and signed webhooks."""
-
-    async def body(storage: MongoStorage, db: Any) -> None:
-        await storage.rotate_session_key("wxapp", "o1", "u-attacker", KEY_A)
-        db.session_keys.update_one({"_id": "wxapp:o1"}, {"$set": {"unionid": "u-victim"}})
-        with capture_logs() as logs:
-            assert await storage.get_session_keys("wxapp", "o1") is None
-        assert [r["collection"] for r in rejections(logs)] == ["session_keys"]
-        # a record without a version number (not a gateway's) is replaced too
-        db.session_keys.insert_one({"_id": "wxapp:o2", "key": "junk"})
-        with capture_logs():
-            replaced = await storage.rotate_session_key("wxapp", "o2", None, KEY_B)
-        assert replaced.session_key == KEY_B
-        stored = await storage.get_session_keys("wxapp", "o2")
-        assert stored is not None
-        assert stored.session_key == KEY_B
-
-    run(mongo_uri, body)
-
-
 def test_a_tampered_access_token_is_absent_not_a_500(mongo_uri: str) -> None:
     async def body(storage: MongoStorage, db: Any) -> None:
         await storage.put_access_token(AccessToken("wxapp", "ACCESS-TOKEN-VALUE", time.time() + 60))
@@ -422,7 +380,7 @@ apps:
 
         with attacker(mongo_uri, database) as db:
             # the real user's session key, tampered with: their token is refused with a 401, not a 500
-            db.session_keys.update_one({}, {"$set": {"key": "v1.00000000.AAAA"}})
+            db.users.update_one({"openid": login["openid"]}, {"$set": {"keys": ["v1.00000000.AAAA"]}})
         status, body = get(gateway + "/v1/shop/session", login["token"])
         assert (status, body["error"]["code"]) == (401, "session_invalid")
         with attacker(mongo_uri, database) as db:
@@ -438,5 +396,5 @@ apps:
     lines = [json.loads(line) for out in outputs for line in out.splitlines() if line.startswith("{")]
     rejected = {(e["collection"], e["id"]) for e in lines if e.get("event") == "storage_record_rejected"}
     assert ("outbox", "forged:crm") in rejected
-    assert {c for c, _ in rejected} == {"sessions", "session_keys", "outbox"}
+    assert {c for c, _ in rejected} == {"sessions", "users", "outbox"}
     assert not [e for e in lines if e.get("status") == 500]

@@ -1,8 +1,10 @@
 """check_session: the bearer token must name a live session of this app.
 
 It reads the storage on every request (no cache in the process), so a revoked token
-is refused at once by every process and host. The session it finds is left in
-``ctx.outcome.login`` (a :class:`~gateway.storage.LoginSession`)."""
+is refused at once by every process and host: one read (``Storage.get_login``) for the
+session, the user's session keys and latest bound phone. The session it finds is left
+in ``ctx.outcome.login`` (a :class:`~gateway.storage.LoginSession`, the phone in its
+``bound_phone``)."""
 
 from __future__ import annotations
 
@@ -21,17 +23,18 @@ class CheckSessionOptions(StepOptions):
 
 class CheckSession(Step[CheckSessionOptions]):
     name: ClassVar[str] = "check_session"
+    gives = ("session",)
 
     async def __call__(self, ctx: Context) -> None:
         if ctx.token is None:
             raise Unauthorized()
-        login = await ctx.storage.get_login_session(token_hash(ctx.token))
-        if login is None or login.appid != ctx.app.appid:
+        found = await ctx.storage.get_login(token_hash(ctx.token))
+        if found is None or found[0].appid != ctx.app.appid:
             raise SessionInvalid()
+        login, keys = found
         if login.expired():
             raise SessionExpired()
         ctx.outcome.login = login  # session_info reads it
-        keys = await ctx.storage.get_session_keys(login.appid, login.openid)
         if keys is None:
             raise SessionInvalid(log_detail="session without session keys")
         ctx.session = Session(

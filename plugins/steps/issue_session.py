@@ -18,6 +18,8 @@ class IssueSessionOptions(StepOptions):
 
 class IssueSession(Step[IssueSessionOptions]):
     name: ClassVar[str] = "issue_session"
+    needs = ("session",)
+    gives = ("response",)
 
     async def __call__(self, ctx: Context) -> None:
         session = ctx.require_session()

@@ -33,6 +33,8 @@ class PersistPhoneOptions(StepOptions):
 
 class PersistPhone(Step[PersistPhoneOptions]):
     name: ClassVar[str] = "persist_phone"
+    needs = ("session", "phone")
+    gives = ()
 
     async def __call__(self, ctx: Context) -> None:
         session = ctx.require_session()

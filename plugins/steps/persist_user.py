@@ -9,12 +9,18 @@ from gateway import Context, Step, StepOptions
 
 
 class PersistUser(Step[StepOptions]):
-    """Stores the user; ``ctx.state['wxgate.user']`` holds the record (``logins == 1``
-    on a first login) for later steps."""
+    """Stores the user; ``ctx.outcome.user`` holds the record (``logins == 1`` on a first
+    login) for later steps. After ``code2session``, which recorded the user with the keys in
+    the same write, it sends nothing."""
 
     name: ClassVar[str] = "persist_user"
+    needs = ("session",)
+    gives = ()
 
     async def __call__(self, ctx: Context) -> None:
         session = ctx.require_session()
+        done = ctx.outcome.user
+        if done is not None and (done.appid, done.openid) == (ctx.app.appid, session.openid):
+            return  # recorded in this request already
         user = await ctx.storage.upsert_user(ctx.app.appid, session.openid, session.unionid, time.time())
         ctx.outcome.user = user

@@ -16,6 +16,7 @@ from pydantic import Field
 
 from gateway import Context, Step, StepOptions
 from gateway.errors import RateLimited
+from gateway.step import Fact
 
 
 class RateLimitOptions(StepOptions):
@@ -26,6 +27,11 @@ class RateLimitOptions(StepOptions):
 
 class RateLimit(Step[RateLimitOptions]):
     name: ClassVar[str] = "rate_limit"
+    gives = ()
+
+    @classmethod
+    def needs_for(cls, options: RateLimitOptions) -> tuple[Fact, ...]:
+        return ("session",) if options.per == "openid" else ()
 
     async def __call__(self, ctx: Context) -> None:
         per, window = self.options.per, self.options.window

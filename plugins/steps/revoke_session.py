@@ -17,6 +17,8 @@ from gateway.wechat.crypto import token_hash
 
 class RevokeSession(Step[StepOptions]):
     name: ClassVar[str] = "revoke_session"
+    needs = ("session",)
+    gives = ()
 
     async def __call__(self, ctx: Context) -> None:
         if ctx.token is None:

@@ -17,11 +17,13 @@ from gateway import Context, Step, StepOptions
 
 
 class SessionInfoOptions(StepOptions):
-    phone: bool = Field(True, description="Include the bound phone's masked form (one storage read more).")
+    phone: bool = Field(True, description="Include the bound phone's masked form (read with the session).")
 
 
 class SessionInfo(Step[SessionInfoOptions]):
     name: ClassVar[str] = "session_info"
+    needs = ("session",)
+    gives = ("response",)
 
     async def __call__(self, ctx: Context) -> None:
         session = ctx.require_session()
@@ -29,12 +31,10 @@ class SessionInfo(Step[SessionInfoOptions]):
         if login is None:
             raise TypeError("session_info runs after check_session")  # a pipeline mistake: step_failed
         phone = None
-        if self.options.phone:
-            bindings = await ctx.storage.get_phones(ctx.app.appid, session.openid)
-            if bindings:
-                # the number seen last is the user's current one
-                latest = max(bindings, key=lambda b: (b.last_seen, b.first_seen))
-                phone = {"masked": latest.masked, "countryCode": latest.country_code}
+        # the number bound last is the user's current one; check_session read it with the session
+        latest = login.bound_phone
+        if self.options.phone and latest is not None:
+            phone = {"masked": latest.masked, "countryCode": latest.country_code}
         ctx.response.update(
             openid=session.openid,
             unionid=session.unionid,

@@ -138,6 +138,10 @@ class MemoryStorage(Storage):
     async def get_phones(self, appid: str, openid: str) -> list[PhoneBinding]:
         return sorted(self.phones.get((appid, openid), {}).values(), key=lambda p: p.first_seen)
 
+    async def find_phone_owners(self, appid: str, key: str) -> list[str]:
+        """The openids of the app's users with a binding of this phone key (a scan: operators only)."""
+        return sorted(openid for (app, openid), bindings in self.phones.items() if app == appid and key in bindings)
+
     # --- access tokens -----------------------------------------------------------------
 
     async def get_access_token(self, appid: str) -> AccessToken | None:

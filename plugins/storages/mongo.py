@@ -7,11 +7,17 @@ with AES-GCM (:mod:`gateway.sealing`); login tokens are stored only as hashes.
 Every write is an idempotent upsert or a compare-and-set, so a retried request never
 duplicates a user or an event, and a failed one leaves no half-written record.
 
-Records that grant access or cause signed deliveries (login sessions, session keys with
-the unionid they carry, outbox events) also carry a MAC under the storage key: a record
-that anyone who can write to the database put there, or altered, fails it. Such a record,
-like one whose seal does not open, is treated as absent (an outbox event: dead-lettered)
-and logged as ``storage_record_rejected`` with its collection and id, never a 500.
+Records that grant access or cause signed deliveries (login sessions, outbox events) also
+carry a MAC under the storage key; a session key is sealed together with the unionid
+WeChat gave with it, the seal doing the MAC's work: a record that anyone who can write to
+the database put there, or altered, fails it. Such a record, like one whose seal does not
+open, is treated as absent (an outbox event: dead-lettered) and logged as
+``storage_record_rejected`` with its collection and id, never a 500.
+
+Layout (docs/storage.md; :mod:`.mongo_schema` migrates older databases at start): a
+user's record in ``users`` holds the session keys and phones too, so that a login is one
+write and a request's authentication one read (the session, with the user's record joined
+by ``$lookup``).
 """
 
 from __future__ import annotations
@@ -50,6 +56,7 @@ from gateway.storage import (
     UserRecord,
 )
 from wxgate_plugins.storages.embedded_mongo import EmbeddedMongo, private_dir, running_embedded_uri
+from wxgate_plugins.storages.mongo_schema import migrate, phone_slot
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -145,6 +152,8 @@ class MongoStorage(Storage):
         self.ring: KeyRing | None = None
         self.client: Any = None
         self.db: Any = None
+        # PyMongo command listeners for the client start() makes (tests count round trips with them).
+        self.event_listeners: list[Any] = []
 
     # --- lifecycle -----------------------------------------------------------------------
 
@@ -181,9 +190,15 @@ class MongoStorage(Storage):
             "serverSelectionTimeoutMS": timeout,
             "connectTimeoutMS": timeout,
             "socketTimeoutMS": timeout,
+            # one bound on a whole operation, retries and waiting for a pooled connection
+            # included: without it, a request during an outage took four to five times the
+            # timeout to get its 503 (seen in the multi-host drill)
+            "timeoutMS": timeout,
             "maxPoolSize": self.opts.max_pool_size,
             "appname": "wxgate",
         }
+        if self.event_listeners:
+            settings["event_listeners"] = list(self.event_listeners)
         if self.opts.driver == "motor":
             from motor.motor_asyncio import AsyncIOMotorClient
 
@@ -194,6 +209,7 @@ class MongoStorage(Storage):
             self.client = AsyncMongoClient(self.uri, **settings)
         self.db = self.client[self.opts.database]
         try:
+            await migrate(self)
             await self._create_indexes()
         except PyMongoError as exc:
             raise StorageUnavailable(log_detail=f"mongo start: {type(exc).__name__}: {exc}") from None
@@ -201,9 +217,8 @@ class MongoStorage(Storage):
     async def _create_indexes(self) -> None:
         db = self.db
         await db.users.create_index([("appid", ASCENDING), ("openid", ASCENDING)], unique=True)
+        await db.users.create_index([("openid", ASCENDING)])  # the session read's $lookup
         await db.users.create_index([("unionid", ASCENDING)])
-        await db.phones.create_index([("appid", ASCENDING), ("openid", ASCENDING), ("key", ASCENDING)], unique=True)
-        await db.phones.create_index([("key", ASCENDING)])
         await db.sessions.create_index([("expire_at", ASCENDING)], expireAfterSeconds=0)
         await db.sessions.create_index([("appid", ASCENDING), ("openid", ASCENDING)])  # revoking by user
         await db.counters.create_index([("expire_at", ASCENDING)], expireAfterSeconds=0)
@@ -249,76 +264,181 @@ class MongoStorage(Storage):
 
     # --- session keys and login sessions -------------------------------------------------
 
-    def _session_keys_doc(
-        self, record_id: str, unionid: str | None, key: str, prev: str | None, now: float
-    ) -> dict[str, Any]:
-        record: dict[str, Any] = {
-            "unionid": unionid,
-            "key": self._seal(key, record_id),
-            "prev": self._seal(prev, record_id) if prev is not None else None,
-            "updated_at": now,
-        }
-        # The seals already bind each key to the record; the MAC adds the unionid, which
-        # check_session hands to the response and to signed webhooks.
-        return {**record, "mac": self._mac("session_keys", record_id, _mac_fields(record, _SESSION_KEYS_FIELDS))}
+    # The user's record in ``users`` holds the user's session keys (newest last, at most two),
+    # so that a login records the key and counts the login in one command, and the session
+    # read finds the keys with one $lookup. Each key is sealed together with the unionid
+    # WeChat gave with it, bound to "appid:openid": the seal is its MAC, so a key copied onto
+    # another user, or a unionid changed, does not open. ``kid`` (a keyed hash of the newest
+    # key) lets the server refuse to push a key that is already the newest, atomically.
 
-    def _session_keys(self, doc: dict[str, Any], appid: str, openid: str) -> SessionKeys | None:
+    def _kid(self, record_id: str, session_key: str) -> str:
+        return self._mac("users.kid", record_id, {"k": session_key})
+
+    def _sealed_key(self, record_id: str, session_key: str, unionid: str | None, now: float) -> str:
+        plain = json.dumps({"k": session_key, "u": unionid, "t": _stored_time(now)}, separators=(",", ":"))
+        return self._seal(plain, record_id)
+
+    def _keys_of(self, doc: dict[str, Any], appid: str, openid: str) -> SessionKeys | None:
+        """The session keys a user record holds: None when it holds none, or when the newest
+        fails its seal; a previous key that fails its seal is left out (and reported)."""
+        sealed = doc.get("keys")
+        if sealed is None:
+            return None
         record_id = f"{appid}:{openid}"
         try:
-            self._verify(doc, "session_keys", _mac_fields(doc, _SESSION_KEYS_FIELDS))
-            previous = self._open(doc["prev"], record_id) if doc["prev"] is not None else None
-            return SessionKeys(
-                appid, openid, doc["unionid"], self._open(doc["key"], record_id), previous, doc["updated_at"]
-            )
+            if not isinstance(sealed, list) or not sealed:
+                raise TypeError("field 'keys' is not a list of sealed keys")
+            newest = self._opened_key(sealed[-1], record_id)
         except (SealError, KeyError, TypeError) as exc:
-            self._rejected("session_keys", record_id, _reason(exc))
+            self._rejected("users", record_id, _reason(exc))
             return None
+        older = None
+        if len(sealed) > 1:
+            try:
+                older = self._opened_key(sealed[-2], record_id)
+            except (SealError, KeyError, TypeError) as exc:
+                self._rejected("users", record_id, "previous key: " + _reason(exc))
+        previous = older["k"] if older is not None and older["k"] != newest["k"] else None
+        # the unionid WeChat gave with the newest key, else with the one before it
+        unionid = newest["u"] or (older["u"] if older is not None else None)
+        return SessionKeys(appid, openid, unionid, newest["k"], previous, newest["t"])
+
+    def _opened_key(self, sealed: object, record_id: str) -> dict[str, Any]:
+        try:
+            item = json.loads(self._open(sealed, record_id))
+        except ValueError:
+            raise TypeError("a sealed key is not JSON") from None
+        if not isinstance(item, dict) or not isinstance(item.get("k"), str):
+            raise TypeError("a sealed key has no key")
+        unionid, at = item.get("u"), item.get("t")
+        if (unionid is not None and not isinstance(unionid, str)) or not isinstance(at, int | float):
+            raise TypeError("a sealed key has a malformed unionid or time")
+        return {"k": item["k"], "u": unionid, "t": float(at)}
+
+    async def _push_key(
+        self, appid: str, openid: str, unionid: str | None, session_key: str, now: float, count_login: bool
+    ) -> dict[str, Any]:
+        """Make ``session_key`` the newest of the user's keys, the former newest becoming the
+        previous one; with ``count_login``, also what ``upsert_user`` records. One command
+        unless the key is already the newest (then two). Concurrent rotations of one user
+        are serialized by the server: each push sees the one before it, so the pair stays
+        consistent (two different keys, the newest last)."""
+        record_id = f"{appid}:{openid}"
+        kid = self._kid(record_id, session_key)
+        login: dict[str, Any] = {}
+        if count_login:
+            login = {"$min": {"first_seen": now}, "$inc": {"logins": 1}}
+        changes: dict[str, Any] = {"last_seen": now} if count_login else {}
+        if unionid:
+            changes["unionid"] = unionid  # for queries; the sealed key carries the trusted copy
+        selector = {"appid": appid, "openid": openid}
+        for _ in range(CAS_ATTEMPTS):
+            sealed = self._sealed_key(record_id, session_key, unionid, now)
+            try:
+                doc = await self.db.users.find_one_and_update(
+                    {**selector, "kid": {"$ne": kid}},
+                    {"$push": {"keys": {"$each": [sealed], "$slice": -2}}, "$set": {**changes, "kid": kid}, **login},
+                    upsert=True,
+                    return_document=ReturnDocument.AFTER,
+                )
+            except DuplicateKeyError:
+                doc = None  # the record exists and this key is its newest (or a first insert raced)
+            if doc is not None:
+                return await self._reseal_previous(dict(doc), record_id, kid)
+            # Already the newest key (the test server answers None where MongoDB raises): only
+            # the login's bookkeeping changes, and only while it still is the newest.
+            update: dict[str, Any] = {"$set": changes, **login} if changes else {**login}
+            if not update:
+                update = {"$set": {"kid": kid}}
+            doc = await self.db.users.find_one_and_update(
+                {**selector, "kid": kid}, update, return_document=ReturnDocument.AFTER
+            )
+            if doc is not None:
+                return dict(doc)
+            # A record that never held a key (made by upsert_user or bind_phone alone): the test
+            # server's findAndModify does not match a missing field with $ne, as MongoDB does.
+            doc = await self.db.users.find_one_and_update(
+                {**selector, "kid": {"$exists": False}},
+                {"$push": {"keys": {"$each": [sealed], "$slice": -2}}, "$set": {**changes, "kid": kid}, **login},
+                return_document=ReturnDocument.AFTER,
+            )
+            if doc is not None:
+                return await self._reseal_previous(dict(doc), record_id, kid)
+        raise StorageUnavailable(log_detail=f"session key of {openid} changed {CAS_ATTEMPTS} times under us")
+
+    async def _reseal_previous(self, doc: dict[str, Any], record_id: str, kid: str) -> dict[str, Any]:
+        """After the storage key changed, the previous key is still sealed with the former
+        one: seal it again with the active key (one more write, only then), so that the
+        former key can be retired from ``old_encryption_keys``. A previous key that does not
+        open (tampered with, or from a record not written by a gateway) is dropped."""
+        assert self.ring is not None
+        keys = doc.get("keys")
+        if not isinstance(keys, list) or len(keys) != 2:
+            return doc
+        try:
+            previous = self._open(keys[0], record_id)
+        except SealError:
+            resealed = keys[1:]  # a previous key that does not open is not kept (nor reported again)
+        else:
+            if isinstance(keys[0], str) and keys[0].startswith(f"v1.{self.ring.active_id}."):
+                return doc  # the usual case: nothing to write
+            resealed = [self._seal(previous, record_id), keys[1]]
+        # only while nothing has changed it meanwhile
+        await self.db.users.update_one({"_id": doc["_id"], "kid": kid}, {"$set": {"keys": resealed}})
+        return {**doc, "keys": resealed}
+
+    def _pushed(self, doc: dict[str, Any], appid: str, openid: str) -> SessionKeys:
+        keys = self._keys_of(doc, appid, openid)
+        if keys is None:  # just written with this process's key: the ring or the server is broken
+            raise StorageUnavailable(log_detail=f"the session keys of {openid} did not open right after writing")
+        return keys
 
     @_guarded
     async def rotate_session_key(self, appid: str, openid: str, unionid: str | None, session_key: str) -> SessionKeys:
-        record_id = f"{appid}:{openid}"
-        for _ in range(CAS_ATTEMPTS):
-            now = _stored_time(time.time())
-            doc = await self.db.session_keys.find_one({"_id": record_id})
-            if doc is None:
-                try:
-                    record = self._session_keys_doc(record_id, unionid, session_key, None, now)
-                    await self.db.session_keys.insert_one({"_id": record_id, **record, "v": 1})
-                except DuplicateKeyError:
-                    continue  # another process inserted first: compare against its record
-                return SessionKeys(appid, openid, unionid, session_key, None, now)
-            stored = self._session_keys(doc, appid, openid)
-            version = doc.get("v")
-            if stored is None:
-                # A record that fails its MAC or seal is absent: this key replaces it, with no
-                # previous key and no unionid taken from it. The compare-and-set needs a
-                # version; a record without a usable one was not written by a gateway.
-                replacement = self._session_keys_doc(record_id, unionid, session_key, None, now)
-                selector = {"_id": record_id, "v": version} if isinstance(version, int) else {"_id": record_id}
-                next_version = version + 1 if isinstance(version, int) else 1
-                result = await self.db.session_keys.update_one(selector, {"$set": {**replacement, "v": next_version}})
-                if result.modified_count == 1:
-                    return SessionKeys(appid, openid, unionid, session_key, None, now)
-                continue
-            current = stored.session_key
-            if current == session_key:
-                return stored
-            merged_unionid = unionid or stored.unionid
-            result = await self.db.session_keys.update_one(
-                {"_id": record_id, "v": version},
-                {
-                    "$set": self._session_keys_doc(record_id, merged_unionid, session_key, current, now),
-                    "$inc": {"v": 1},
-                },
-            )
-            if result.modified_count == 1:
-                return SessionKeys(appid, openid, merged_unionid, session_key, current, now)
-        raise StorageUnavailable(log_detail=f"session key of {openid} changed {CAS_ATTEMPTS} times under us")
+        doc = await self._push_key(appid, openid, unionid, session_key, time.time(), count_login=False)
+        return self._pushed(doc, appid, openid)
+
+    @_guarded
+    async def login_user(
+        self, appid: str, openid: str, unionid: str | None, session_key: str, now: float
+    ) -> tuple[SessionKeys, UserRecord]:
+        doc = await self._push_key(appid, openid, unionid, session_key, now, count_login=True)
+        keys = self._pushed(doc, appid, openid)
+        user = _user(doc)
+        assert user is not None  # counted just now
+        return keys, user
 
     @_guarded
     async def get_session_keys(self, appid: str, openid: str) -> SessionKeys | None:
-        doc = await self.db.session_keys.find_one({"_id": f"{appid}:{openid}"})
-        return None if doc is None else self._session_keys(doc, appid, openid)
+        doc = await self.db.users.find_one({"appid": appid, "openid": openid}, {"phones": 0})
+        return None if doc is None else self._keys_of(doc, appid, openid)
+
+    @_guarded
+    async def get_login(self, token_hash: str) -> tuple[LoginSession, SessionKeys | None] | None:
+        # One command: the session, and by $lookup the records of users with its openid (one,
+        # unless another app has the same openid), whose keys and latest phone it needs.
+        pipeline = [
+            {"$match": {"_id": token_hash}},
+            {"$lookup": {"from": "users", "localField": "openid", "foreignField": "openid", "as": "users"}},
+        ]
+        cursor = self.db.sessions.aggregate(pipeline)
+        if inspect.isawaitable(cursor):  # pymongo's async API returns the cursor from a coroutine, Motor at once
+            cursor = await cursor
+        docs = await cursor.to_list(length=1)
+        if not docs:
+            return None
+        doc = docs[0]
+        joined = doc.pop("users", [])
+        if isinstance(joined, str):  # the test wire-protocol server has given the array as JSON text
+            joined = json.loads(joined)
+        session = self._login_session(doc)
+        if session is None:
+            return None
+        user = next((u for u in joined if isinstance(u, dict) and u.get("appid") == session.appid), None)
+        if user is None:
+            return session, None
+        keys = self._keys_of(user, session.appid, session.openid)
+        return dataclasses.replace(session, bound_phone=_latest_phone(user)), keys
 
     @_guarded
     async def put_login_session(self, session: LoginSession) -> None:
@@ -388,50 +508,78 @@ class MongoStorage(Storage):
         selector = {"appid": appid, "openid": openid}
         try:
             doc = await self.db.users.find_one_and_update(
-                selector, update, upsert=True, return_document=ReturnDocument.AFTER
+                selector, update, upsert=True, return_document=ReturnDocument.AFTER, projection={"phones": 0}
             )
         except DuplicateKeyError:
+            doc = None
+        if doc is None:
             # two first logins raced to insert: the loser's update now finds the winner's record
-            doc = await self.db.users.find_one_and_update(selector, update, return_document=ReturnDocument.AFTER)
-        return _user(doc)
+            doc = await self.db.users.find_one_and_update(
+                selector, update, return_document=ReturnDocument.AFTER, projection={"phones": 0}
+            )
+        user = _user(doc)
+        assert user is not None  # counted just now
+        return user
 
     @_guarded
     async def get_user(self, appid: str, openid: str) -> UserRecord | None:
-        doc = await self.db.users.find_one({"appid": appid, "openid": openid})
+        doc = await self.db.users.find_one({"appid": appid, "openid": openid}, {"phones": 0, "keys": 0})
         return _user(doc) if doc is not None else None
 
     @_guarded
     async def bind_phone(self, appid: str, openid: str, phone: PhoneBinding, now: float) -> None:
-        update = {
-            "$setOnInsert": {"first_seen": now},
+        # In the user's record, so that the session read finds the latest phone (GET /session:
+        # one command) and binding costs one write; keyed by a digest of phone.key, which may
+        # hold characters a field name cannot.
+        slot = f"phones.{phone_slot(phone.key)}"
+        summary = {"key": phone.key, "masked": phone.masked, "country_code": phone.country_code, "last_seen": now}
+        update: dict[str, dict[str, Any]] = {
+            "$min": {f"{slot}.first_seen": now},
             "$set": {
+                f"{slot}.key": phone.key,
+                f"{slot}.masked": phone.masked,
+                f"{slot}.country_code": phone.country_code,
+                f"{slot}.number": phone.number,
+                f"{slot}.last_seen": now,
+                "phone": summary,
+            },
+        }
+        selector = {"appid": appid, "openid": openid}
+        for _ in range(CAS_ATTEMPTS):
+            # Not an upsert: the test server stores a dotted $min of an upsert's insert as a
+            # field named with the dots. The record exists whenever a session does (it holds
+            # the keys), so the insert below happens only outside the flows.
+            if (await self.db.users.update_one(selector, update)).matched_count:
+                return
+            binding = {
+                "key": phone.key,
                 "masked": phone.masked,
                 "country_code": phone.country_code,
                 "number": phone.number,
+                "first_seen": now,
                 "last_seen": now,
-            },
-        }
-        selector = {"appid": appid, "openid": openid, "key": phone.key}
-        try:
-            await self.db.phones.update_one(selector, update, upsert=True)
-        except DuplicateKeyError:
-            await self.db.phones.update_one(selector, update)
+            }
+            try:
+                await self.db.users.insert_one(
+                    {**selector, "phones": {slot.removeprefix("phones."): binding}, "phone": summary}
+                )
+                return
+            except DuplicateKeyError:
+                continue  # created meanwhile: update it
+        raise StorageUnavailable(log_detail=f"the record of {openid} kept appearing and vanishing")
 
     @_guarded
     async def get_phones(self, appid: str, openid: str) -> list[PhoneBinding]:
-        cursor = self.db.phones.find({"appid": appid, "openid": openid}).sort("first_seen", ASCENDING)
-        docs = await cursor.to_list(length=1000)
-        return [
-            PhoneBinding(
-                key=d["key"],
-                masked=d["masked"],
-                country_code=d["country_code"],
-                number=d.get("number"),
-                first_seen=d["first_seen"],
-                last_seen=d["last_seen"],
-            )
-            for d in docs
-        ]
+        doc = await self.db.users.find_one({"appid": appid, "openid": openid}, {"phones": 1})
+        return _phones(doc)
+
+    @_guarded
+    async def find_phone_owners(self, appid: str, key: str) -> list[str]:
+        """The openids of the app's users with a binding of this phone key: an operator's
+        look-up, never on a request's path, so it may read the app's users (see docs/storage.md)."""
+        selector = {"appid": appid, f"phones.{phone_slot(key)}.key": key}
+        docs = await self.db.users.find(selector, {"openid": 1}).to_list(length=None)
+        return sorted({str(doc["openid"]) for doc in docs})
 
     # --- access tokens -----------------------------------------------------------------
 
@@ -591,7 +739,10 @@ class MongoStorage(Storage):
         while len(claimed) < limit:  # each pass leases a different event, so this ends
             doc = await self.db.outbox.find_one_and_update(
                 due,
-                {"$set": {"status": "delivering", "lease_owner": owner, "lease_until": now + lease_seconds}},
+                # the lease runs from when this command is sent, not from ``now``: a claim that
+                # waited longer than the lease (a slow link) would be born expired, and another
+                # process would deliver the event a second time
+                {"$set": {"status": "delivering", "lease_owner": owner, "lease_until": time.time() + lease_seconds}},
                 sort=[("next_attempt_at", ASCENDING)],
                 return_document=ReturnDocument.AFTER,
             )
@@ -714,7 +865,10 @@ class MongoStorage(Storage):
         return int(result.deleted_count)
 
 
-def _user(doc: dict[str, Any]) -> UserRecord:
+def _user(doc: dict[str, Any]) -> UserRecord | None:
+    """The user, or None for a record that only holds keys or phones (no login counted yet)."""
+    if "first_seen" not in doc:
+        return None
     return UserRecord(
         appid=doc["appid"],
         openid=doc["openid"],
@@ -725,10 +879,45 @@ def _user(doc: dict[str, Any]) -> UserRecord:
     )
 
 
+def _phones(doc: dict[str, Any] | None) -> list[PhoneBinding]:
+    slots = (doc or {}).get("phones")
+    if not isinstance(slots, dict):
+        return []
+    bindings = [
+        PhoneBinding(
+            key=d["key"],
+            masked=d["masked"],
+            country_code=d["country_code"],
+            number=d.get("number"),
+            first_seen=d["first_seen"],
+            last_seen=d["last_seen"],
+        )
+        for d in slots.values()
+        if isinstance(d, dict)
+    ]
+    return sorted(bindings, key=lambda p: p.first_seen)
+
+
+def _latest_phone(doc: dict[str, Any]) -> PhoneBinding | None:
+    """The phone bound last (what GET /session shows), from the record's ``phone`` summary."""
+    latest = doc.get("phone")
+    if not isinstance(latest, dict):
+        return None
+    try:
+        seen = float(latest["last_seen"])
+        return PhoneBinding(
+            key=str(latest["key"]),
+            masked=str(latest["masked"]),
+            country_code=str(latest["country_code"]),
+            last_seen=seen,
+        )
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
 # The fields each MAC covers, besides the record's id. For an event, what a delivery is made
 # of: where it goes, as what, with which body.
 _SESSION_FIELDS = ("appid", "openid", "unionid", "created_at", "expires_at")
-_SESSION_KEYS_FIELDS = ("unionid", "key", "prev", "updated_at")
 _EVENT_MAC_FIELDS = ("type", "appid", "endpoint", "payload")
 _SANDBOX_USER_FIELDS = ("appid", "openid", "name", "unionid", "phone", "key", "logins", "created_at")
 _TIMES = frozenset({"created_at", "expires_at", "updated_at"})

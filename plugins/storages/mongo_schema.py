@@ -1,0 +1,157 @@
+"""The mongo storage's schema version, and the migration of an older database at start.
+
+One document, ``meta`` ``{_id: "schema", version: N}``, says which layout a database
+has. At start every process reads it; when it is older than :data:`SCHEMA_VERSION`, one
+process migrates under a lease in ``leases`` while the others wait for the version to
+change, and a process that finds a newer version than it knows refuses to start (an
+older wxgate would misread the records). A database without the document has layout 1,
+the one before the document existed (an empty database too: migrating it costs nothing).
+
+Layout 1 to 2: session keys and phones move into the user's record in ``users`` (so that a
+login is one write and the session read finds keys and phone with one command); the
+``session_keys`` and ``phones`` collections are dropped. Sessions are unchanged: those
+without a MAC stay absent, as before the upgrade.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import time
+import uuid
+from typing import TYPE_CHECKING, Any
+
+from gateway.errors import ConfigError, StorageUnavailable
+from gateway.logs import get_logger
+from gateway.sealing import SealError
+
+if TYPE_CHECKING:
+    from wxgate_plugins.storages.mongo import MongoStorage
+
+SCHEMA_VERSION = 2
+LEASE = "wxgate.schema-migration"
+LEASE_SECONDS = 60.0
+# How long a process waits for another one's migration before it gives up (503 at start).
+WAIT_SECONDS = 300.0
+# Fields of a layout-1 session_keys record under its MAC (besides its id).
+_V1_SESSION_KEYS_FIELDS = ("unionid", "key", "prev", "updated_at")
+log = get_logger("wxgate.storage")
+
+
+async def schema_version(db: Any) -> int:
+    doc = await db.meta.find_one({"_id": "schema"})
+    version = 1 if doc is None else doc.get("version")
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise ConfigError(
+            f"database {db.name!r}: the schema-version document (meta, _id 'schema') has no whole version; "
+            "restore it from a backup, or remove it to have the database taken as layout 1 and migrated"
+        )
+    return version
+
+
+def _refuse_newer(db: Any, version: int) -> None:
+    if version > SCHEMA_VERSION:
+        raise ConfigError(
+            f"database {db.name!r} has storage schema {version}, newer than this wxgate knows "
+            f"({SCHEMA_VERSION}): run the wxgate version that wrote it, or a newer one"
+        )
+
+
+async def migrate(storage: MongoStorage, wait: float = WAIT_SECONDS) -> None:
+    """Bring the database to :data:`SCHEMA_VERSION`, or wait for the process doing it."""
+    db = storage.db
+    version = await schema_version(db)
+    _refuse_newer(db, version)
+    if version == SCHEMA_VERSION:
+        return  # one command at start, the usual case
+    owner = f"migrate-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    deadline = time.monotonic() + wait
+    while True:
+        if await storage.acquire_lease(LEASE, owner, LEASE_SECONDS):
+            try:
+                version = await schema_version(db)  # another process may have finished meanwhile
+                _refuse_newer(db, version)
+                if version < SCHEMA_VERSION:
+                    await _layout_1_to_2(storage, owner)
+                    await db.meta.update_one(
+                        {"_id": "schema"},
+                        {"$set": {"version": SCHEMA_VERSION, "migrated_at": time.time()}},
+                        upsert=True,
+                    )
+                    log.info("storage_schema_migrated", database=db.name, version=SCHEMA_VERSION, previous=version)
+            finally:
+                await storage.release_lease(LEASE, owner)
+            return
+        await asyncio.sleep(0.25)
+        version = await schema_version(db)
+        _refuse_newer(db, version)
+        if version == SCHEMA_VERSION:
+            return
+        if time.monotonic() > deadline:
+            raise StorageUnavailable(
+                log_detail=f"database {db.name!r}: another process has held the migration lease for {wait:.0f} s"
+            )
+
+
+async def _layout_1_to_2(storage: MongoStorage, owner: str) -> None:
+    """Idempotent: every write sets values derived from the layout-1 records, which stay until
+    the end, so a migration interrupted anywhere is done again from the start."""
+    db = storage.db
+    assert storage.ring is not None
+    moved = 0
+    async for doc in db.session_keys.find({}):
+        record_id = str(doc.get("_id"))
+        appid, _, openid = record_id.partition(":")
+        try:
+            storage.ring.verify(doc.get("mac"), "session_keys", record_id, _v1_fields(doc))
+            key = storage.ring.open(doc["key"], record_id)
+            prev = storage.ring.open(doc["prev"], record_id) if doc["prev"] is not None else None
+        except (SealError, KeyError, TypeError) as exc:
+            # absent before the upgrade, absent after it: the user logs in again
+            log.warning("storage_record_rejected", collection="session_keys", id=record_id[:100], reason=str(exc))
+            continue
+        unionid, at = doc["unionid"], float(doc["updated_at"])
+        sealed = [storage._sealed_key(record_id, k, unionid, at) for k in (prev, key) if k is not None]
+        changes: dict[str, Any] = {"keys": sealed, "kid": storage._kid(record_id, key)}
+        if unionid:
+            changes["unionid"] = unionid
+        await db.users.update_one({"appid": appid, "openid": openid}, {"$set": changes}, upsert=True)
+        moved += 1
+        if moved % 500 == 0:
+            await storage.acquire_lease(LEASE, owner, LEASE_SECONDS)  # still migrating: keep the lease
+    latest: dict[tuple[str, str], dict[str, Any]] = {}
+    async for doc in db.phones.find({}):
+        try:
+            user = (str(doc["appid"]), str(doc["openid"]))
+            binding = {name: doc[name] for name in ("key", "masked", "country_code", "first_seen", "last_seen")}
+        except KeyError:
+            continue  # not written by a gateway
+        binding["number"] = doc.get("number")
+        slot = phone_slot(str(binding["key"]))
+        await db.users.update_one(
+            {"appid": user[0], "openid": user[1]}, {"$set": {f"phones.{slot}": binding}}, upsert=True
+        )
+        if user not in latest or binding["last_seen"] > latest[user]["last_seen"]:
+            latest[user] = binding
+    for (appid, openid), binding in latest.items():
+        summary = {name: binding[name] for name in ("key", "masked", "country_code", "last_seen")}
+        await db.users.update_one({"appid": appid, "openid": openid}, {"$set": {"phone": summary}})
+    await db.session_keys.drop()
+    await db.phones.drop()
+    log.info("storage_layout_2", session_keys_moved=moved, users_with_phones=len(latest))
+
+
+def phone_slot(key: str) -> str:
+    """The field under ``phones`` of a user's record that holds the phone ``key`` (a digest:
+    a key may hold characters a field name cannot)."""
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()[:24]
+
+
+def _v1_fields(doc: dict[str, Any]) -> dict[str, Any]:
+    fields = {name: doc[name] for name in _V1_SESSION_KEYS_FIELDS}
+    value = fields["updated_at"]
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError("field 'updated_at' is not a time")
+    fields["updated_at"] = round(value * 1000)  # as the layout-1 MAC covered it
+    return fields
