@@ -38,8 +38,19 @@ class TokenRequired(JSONHandler):
 
     def prepare(self) -> None:
         super().prepare()
-        if self.token and not token_matches(self.request.headers.get("Authorization", ""), self.token):
-            raise AdminTokenRequired()
+        if self.token:
+            check_admin_token(self.request.headers.get("Authorization", ""), self.token)
+
+
+def check_admin_token(authorization: str, token: str) -> None:
+    """Raises :class:`AdminTokenRequired` unless ``authorization`` carries ``token``: "not accepted"
+    for a wrong bearer token, "needs the admin token" when none was sent (both 401, one code)."""
+    if token_matches(authorization, token):
+        return
+    scheme, _, given = authorization.partition(" ")
+    if scheme.lower() == "bearer" and given.strip():
+        raise AdminTokenRequired.not_accepted()
+    raise AdminTokenRequired()
 
 
 def token_matches(authorization: str, token: str) -> bool:

@@ -98,7 +98,7 @@ class AdminConfig(_Strict):
         if not self.token.get_secret_value() and not is_loopback(self.host):
             raise ValueError(
                 f"admin host {self.host!r} is not a loopback address and no token is set: set "
-                "token: ${WXGATE_ADMIN_TOKEN} (at least 16 characters) or bind to 127.0.0.1"
+                'token: "${WXGATE_ADMIN_TOKEN}" (quoted, at least 16 characters) or bind to 127.0.0.1'
             )
         if self.token.get_secret_value() and len(self.token.get_secret_value()) < 16:
             raise ValueError("the admin token must be at least 16 characters")
@@ -315,7 +315,9 @@ class _Document:
         except yaml.MarkedYAMLError as exc:
             mark = exc.problem_mark or exc.context_mark
             where = f"{file}:{mark.line + 1}:{mark.column + 1}" if mark else file
-            raise ConfigError(f"{where}: not valid YAML: {exc.problem or exc}") from None
+            lines = text.splitlines()
+            hint = _flow_variable_hint(lines[mark.line] if mark and mark.line < len(lines) else "")
+            raise ConfigError(f"{where}: not valid YAML: {exc.problem or exc}{hint}") from None
         except yaml.YAMLError as exc:
             raise ConfigError(f"{file}: not valid YAML: {exc}") from None
         finally:
@@ -373,6 +375,19 @@ class _Document:
 
     def error(self, path: Path_, message: str) -> ConfigError:
         return ConfigError(f"{self.line_of(path)}: {_dotted(path) or '(top level)'}: {message}")
+
+
+_FLOW_VARIABLE = re.compile(r"[{\[][^}\]]*?(?:([A-Za-z_][\w-]*):\s*)?(\$\{[^}]*\})")
+
+
+def _flow_variable_hint(line: str) -> str:
+    """Why ``{token: ${VAR}}`` fails: a plain scalar ends at the ``{`` of ``${``, a flow
+    indicator inside ``{...}`` and ``[...]``; quoted, the same value reads as intended."""
+    match = _FLOW_VARIABLE.search(line)
+    if match is None:
+        return ""
+    key = f"{match.group(1)}: " if match.group(1) else ""
+    return f'; quote a ${{VAR}} inside {{…}} or […]: {key}"{match.group(2)}"'
 
 
 def _dotted(path: Path_) -> str:

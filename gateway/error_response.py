@@ -27,4 +27,6 @@ def render_error(error: GatewayError, *, retryable: bool | None = None, allow: s
         headers["Retry-After"] = str(error.client_retry_after)
     if allow is not None:
         headers["Allow"] = allow
+    if error.challenge is not None:
+        headers["WWW-Authenticate"] = error.challenge
     return ErrorAnswer(error.status, headers, dumps(error.body(retryable)))

@@ -27,6 +27,8 @@ class GatewayError(Exception):
     # Raised before the failing call could consume its single-use input (WeChat said
     # busy, the circuit or a rate limit stopped it): that step spent nothing.
     spent_nothing: ClassVar[bool] = False
+    # The WWW-Authenticate header of a 401 that asks for credentials of this kind.
+    challenge: ClassVar[str | None] = None
 
     def __init__(
         self,
@@ -156,6 +158,15 @@ class AdminTokenRequired(Unauthorized):
     message = "This admin endpoint needs the admin token."
     hint = "Send 'Authorization: Bearer <server.admin.token>' (the console page asks for it)."
     retryable = False  # resending without the right token cannot succeed
+    challenge = 'Bearer realm="wxgate-admin"'
+
+    @classmethod
+    def not_accepted(cls) -> AdminTokenRequired:
+        """A bearer token was sent, and it is not server.admin.token (same code: the caller fixes the token)."""
+        return cls(
+            "The admin token was not accepted.",
+            hint="Send the token set in server.admin.token, as 'Authorization: Bearer <token>'.",
+        )
 
 
 class SessionInvalid(Unauthorized):

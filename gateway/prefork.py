@@ -134,7 +134,8 @@ def run_workers(
         child = children.pop(pid, None)
         if child is None:
             continue  # some other child of ours (e.g. an embedded server)
-        error = _read_error(child.errors)
+        # a worker killed (SIGKILL, the OOM killer) or exiting without a word wrote nothing: its status says why
+        error = _read_error(child.errors) or _cause(status)
         if exited is not None:
             exited(pid)
         if stopping:
@@ -146,7 +147,7 @@ def run_workers(
             error=error, quick_deaths=quick_deaths,
         )  # fmt: skip
         if quick_deaths >= supervision.quick_deaths_to_give_up:
-            failure = error or f"worker {child.worker_id} {_status(status)}"
+            failure = error
             log.error("workers_failing", deaths=quick_deaths, error=failure, hint="fix the cause, then start again")
             stop(signal.SIGTERM, None)
             continue
@@ -201,6 +202,14 @@ def _status(status: int) -> str:
     if os.WIFSIGNALED(status):
         return f"killed by {signal.Signals(os.WTERMSIG(status)).name}"
     return f"exited {os.waitstatus_to_exitcode(status)}"
+
+
+def _cause(status: int) -> str:
+    """The ``error`` of a worker that wrote none."""
+    if os.WIFSIGNALED(status):
+        number = os.WTERMSIG(status)
+        return f"killed by signal {number} ({signal.Signals(number).name})"
+    return f"exited with status {os.waitstatus_to_exitcode(status)} without an error message"
 
 
 def _pause(seconds: float, stopped: Callable[[], bool]) -> None:

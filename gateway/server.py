@@ -36,6 +36,11 @@ IDLE_CONNECTION_SECONDS = 75.0  # as nginx's keepalive_timeout: longer than a pr
 FLOW_GRACE_SECONDS = 10.0
 
 
+class CannotListen(RuntimeError):
+    """A listening address is taken or not ours: a runtime failure (exit 1), not a mistake
+    in the file, since the same file serves once the address is free."""
+
+
 def self_url_for(host: str, port: int) -> str:
     """How this gateway reaches itself (for the mounted sandbox)."""
     host = reachable_hosts(host)[0]
@@ -61,7 +66,7 @@ def serve(config: Config, host: str, port: int, processes: int = 1) -> int:
     try:
         listeners = Listeners(port, host, processes)
     except OSError as exc:
-        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror} (is another server using it?)") from None
+        raise CannotListen(f"cannot listen on {host}:{port}: {exc.strerror} (is another server using it?)") from None
     bound_port = listeners.port
     admin_sockets = _bind_admin(config, listeners)
     hooks = Hooks()  # loaded (and checked) once, before any worker: a broken plugin stops here
@@ -151,7 +156,7 @@ def _bind_admin(config: Config, listeners: Listeners) -> list[socket.socket]:
         return tornado.netutil.bind_sockets(admin.port, admin.host)
     except OSError as exc:
         listeners.close()
-        raise ConfigError(
+        raise CannotListen(
             f"{config.path}: server.admin: cannot listen on {admin.host}:{admin.port}: {exc.strerror} "
             "(is another server using it?)"
         ) from None
@@ -221,7 +226,13 @@ async def _run_worker(
     log.info("gateway_started", url=self_url, config=config.path, digest=config.digest, apps=list(config.apps))
     if sockets.admin:
         host, port = sockets.admin[0].getsockname()[:2]
-        log.info("admin_listening", url=f"http://{'[' + host + ']' if ':' in host else host}:{port}")
+        url = f"http://{'[' + host + ']' if ':' in host else host}:{port}"
+        admin = config.server.admin
+        # an operator who expects the console learns here why it answers 404
+        console = (
+            f"{url}/admin/" if admin is not None and admin.token.get_secret_value() else "off (no server.admin.token)"
+        )
+        log.info("admin_listening", url=url, console=console)
     if config.mixes_sandbox_and_real:
         sandbox_apps = [name for name, app in config.apps.items() if app.uses_sandbox]
         log.warning("sandbox_beside_real_apps", sandbox_apps=sandbox_apps, hint="serve the sandbox apps apart")

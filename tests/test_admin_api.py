@@ -86,8 +86,12 @@ def test_every_api_path_answers_401_without_the_token(server: ConsoleServer, aut
         assert status == 401, (method, path, status)
         error = json.loads(raw)["error"]
         assert (error["code"], error["retryable"]) == ("admin_token_required", False)
+        # a bearer token that is wrong is told apart from none at all
+        sent_one = authorization is not None and authorization.startswith("Bearer ") and authorization[7:].strip()
+        wanted = "The admin token was not accepted." if sent_one else "This admin endpoint needs the admin token."
+        assert error["message"] == wanted, (authorization, error)
         assert answer_headers["Content-Security-Policy"] == CONTENT_SECURITY_POLICY
-        assert answer_headers["WWW-Authenticate"].startswith("Bearer")
+        assert answer_headers["WWW-Authenticate"] == 'Bearer realm="wxgate-admin"'
         assert "Set-Cookie" not in answer_headers
 
 

@@ -78,11 +78,12 @@ def serve(tmp_path: Path, admin: str, *extra: str) -> Iterator[Ports]:
     config = tmp_path / "gw.yaml"
     config.write_text(f"server: {{log_format: json, admin: {admin}}}\nstorage: {{plugin: memory}}\n" + APPS)
     port = free_port()
-    proc = subprocess.Popen(
-        [WXGATE, "serve", "--config", str(config), "--port", str(port), *extra],
-        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True, start_new_session=True,
-        env={**os.environ, "WXGATE_ADMIN_TOKEN": TOKEN},
-    )  # fmt: skip
+    with (tmp_path / "gateway.log").open("w") as log:  # the child keeps its own handle
+        proc = subprocess.Popen(
+            [WXGATE, "serve", "--config", str(config), "--port", str(port), *extra],
+            cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+            env={**os.environ, "WXGATE_ADMIN_TOKEN": TOKEN},
+        )  # fmt: skip
     ports = Ports(f"http://127.0.0.1:{port}", "", proc)
     try:
         wait_until_up(ports.public + "/openapi.json", proc)
@@ -120,6 +121,13 @@ def test_probes_need_no_token_and_metrics_need_it(gateway: Ports) -> None:
         refused = fetch(gateway.admin + "/metrics", token=token)
         assert refused.status == 401, token
         assert TOKEN not in refused.body.decode()
+        error = refused.json()["error"]
+        assert isinstance(error, dict)
+        assert error["code"] == "admin_token_required"
+        # a wrong token is told apart from none at all
+        wanted = "This admin endpoint needs the admin token." if token is None else "The admin token was not accepted."
+        assert error["message"] == wanted, token
+        assert refused.headers["www-authenticate"] == 'Bearer realm="wxgate-admin"'
     scraped = fetch(gateway.admin + "/metrics", token=TOKEN)
     assert scraped.status == 200
     text = scraped.body.decode()
@@ -152,3 +160,22 @@ def test_without_a_token_metrics_are_open_on_a_loopback_admin_port(tmp_path: Pat
         wait_until_up(admin + "/healthz", ports.proc)
         assert fetch(admin + "/metrics").status == 200
         assert fetch(ports.public + "/metrics").status == 404
+        assert fetch(admin + "/admin/").status == 404
+    # the start-up line says that the console is off, and why
+    assert admin_listening(tmp_path)["console"] == "off (no server.admin.token)"
+
+
+def test_the_start_up_line_names_the_console_when_a_token_is_set(gateway: Ports, tmp_path: Path) -> None:
+    gateway.proc.send_signal(signal.SIGTERM)
+    gateway.proc.wait(timeout=20)
+    line = admin_listening(tmp_path)
+    assert (line["url"], line["console"]) == (gateway.admin, gateway.admin + "/admin/")
+    assert TOKEN not in (tmp_path / "gateway.log").read_text()
+
+
+def admin_listening(tmp_path: Path) -> dict[str, object]:
+    lines = (tmp_path / "gateway.log").read_text().splitlines()
+    found = [json.loads(line) for line in lines if '"admin_listening"' in line]
+    assert found, lines
+    event: dict[str, object] = found[0]
+    return event

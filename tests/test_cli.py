@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -192,6 +194,27 @@ def test_standalone_sandbox_is_a_real_upstream(tmp_path: Path) -> None:
             proc.communicate(timeout=20)
 
 
+def test_sandbox_on_a_port_in_use_is_a_clean_error(tmp_path: Path) -> None:
+    """One line naming the address and the cause, exit 1, no traceback; and its default port is
+    not the admin listener's, so the two run side by side as the docs set them up."""
+    from gateway.cli.sandbox import SANDBOX_PORT
+    from gateway.config import AdminConfig
+
+    assert AdminConfig().port != SANDBOX_PORT
+    config = tmp_path / "sb.yaml"
+    config.write_text(
+        "storage: {plugin: memory}\napps:\n  demo: {appid: wx0000000000demo0, secret: s, upstream: sandbox}\n"
+    )
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run_cli("sandbox", "--config", str(config), "--port", str(port))
+    assert result.returncode == 1, result.stderr
+    assert f"cannot listen on 127.0.0.1:{port}: Address already in use" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_negative_processes_is_refused() -> None:
     result = run_cli("serve", "--processes", "-1", "--port", "0")
     assert result.returncode == 2
@@ -293,6 +316,30 @@ def test_config_and_env_file_before_or_after_the_command(tmp_path: Path) -> None
     assert "no such file" in absent.stderr
 
 
+def test_an_env_file_line_that_does_not_parse_is_refused_with_file_and_line(tmp_path: Path) -> None:
+    """Not skipped with a warning that names neither: the command would run without that variable."""
+    config = tmp_path / "needs.yaml"
+    config.write_text(f"apps:\n  shop: {{appid: wx00000000000shop, secret: '${{{SECRET_VAR}}}', upstream: sandbox}}\n")
+    env_file = tmp_path / "gateway.env"
+    env_file.write_text(f'# secrets\nWXGATE_OTHER=1\n{SECRET_VAR}="never closed\nexport ANOTHER=2\n')
+    result = wxgate("--env-file", str(env_file), "validate", str(config), cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert f"--env-file {env_file}:3: not a NAME=value line" in result.stderr
+    assert "never closed" not in result.stderr  # the line may hold a secret
+    assert "python-dotenv" not in result.stderr
+
+
+def test_a_missing_file_from_wxgate_config_says_where_its_path_came_from(tmp_path: Path) -> None:
+    missing = tmp_path / "etc" / "wxgate.yaml"
+    result = wxgate("events", "list", cwd=tmp_path, env={"WXGATE_CONFIG": str(missing)})
+    assert result.returncode == 2
+    assert f"{missing}: cannot read the configuration" in result.stderr
+    assert "the path is WXGATE_CONFIG's" in result.stderr
+    given = wxgate("events", "list", "--config", str(missing), cwd=tmp_path)
+    assert given.returncode == 2
+    assert "WXGATE_CONFIG" not in given.stderr  # typed by the operator: nothing to explain
+
+
 def test_serve_is_assumed_only_when_no_command_is_named(tmp_path: Path) -> None:
     # `wxgate --config FILE version` runs version, not serve with a stray word
     named = wxgate("--config", "whatever.yaml", "version", cwd=tmp_path)
@@ -313,6 +360,9 @@ def test_events_list_without_a_gateway_creates_nothing(tmp_path: Path) -> None:
         result = wxgate(*args, cwd=tmp_path)
         assert result.returncode == 1, result.stderr
         assert "nothing to attach to" in result.stderr
+        # the file was found: what is missing is the gateway's working directory, not --config
+        assert "'var/mongo', relative to the directory the gateway runs in" in result.stderr
+        assert "give --config" not in result.stderr
     assert list(tmp_path.iterdir()) == []
 
 
@@ -393,6 +443,7 @@ def test_reload_exit_codes_without_a_pid(tmp_path: Path) -> None:
     config.write_text("apps:\n  shop: {appid: wx00000000000shop, secret: s, upstream: sandbox}\n")
     unset = wxgate("reload", "--config", str(config), cwd=tmp_path)
     assert unset.returncode == 2  # a usage error: nowhere to find the pid
+    assert f"{config} has no server.pid_file" in unset.stderr  # the file it read, named
     assert "give --pid, or set server.pid_file" in unset.stderr
     config.write_text(f"server: {{pid_file: '{tmp_path / 'gone.pid'}'}}\n" + config.read_text())
     gone = wxgate("reload", "--config", str(config), cwd=tmp_path)
@@ -432,14 +483,48 @@ def test_init_writes_a_starter_that_serves_as_written(tmp_path: Path) -> None:
     base = f"http://127.0.0.1:{port}"
     try:
         wait_until_up(base + "/healthz", proc)
-        _, device = post(base + "/_sandbox/demo/wx.login", {"user": "starter"})
-        status, login = post(base + "/v1/demo/login", {"code": device["code"]})
-        assert status == 200, login
+        walk_through(base)
     finally:
         proc.send_signal(signal.SIGTERM)
         out, _ = proc.communicate(timeout=30)
     started = [json.loads(line) for line in out.splitlines() if '"gateway_started"' in line]
     assert started[0]["config"] == str(starter.resolve())  # serve says which file it found
+
+
+def walk_through(base: str) -> None:
+    """The README's walk-through, each of its flows once: the starter serves every one of them."""
+    user = "starter"
+    phone = phone_for(user)
+    _, device = post(base + "/_sandbox/demo/wx.login", {"user": user})
+    status, login = post(base + "/v1/demo/login", {"code": device["code"]})
+    assert status == 200, login
+    token = login["token"]
+    _, button = post(base + "/_sandbox/demo/getPhoneNumber", {"user": user, "cloud": True})
+    encrypted = {"encryptedData": button["encryptedData"], "iv": button["iv"]}
+    for flow, body in (("phone", encrypted), ("phone_code", {"code": button["code"]})):
+        status, answer = post(base + "/v1/demo/phone", body, token)
+        assert (status, answer.get("purePhoneNumber")) == (200, phone), (flow, answer)
+    status, answer = post(base + "/v1/demo/phone", {"cloudID": button["cloudID"]}, token)
+    assert (status, answer.get("purePhoneNumber")) == (200, phone), ("phone_cloud", answer)
+    _, device = post(base + "/_sandbox/demo/wx.login", {"user": user})
+    _, button = post(base + "/_sandbox/demo/getPhoneNumber", {"user": user})
+    oneshot = {"code": device["code"], "encryptedData": button["encryptedData"], "iv": button["iv"]}
+    status, answer = post(base + "/v1/demo/phone", oneshot)  # no token: the one-shot flow
+    assert (status, answer.get("purePhoneNumber")) == (200, phone), ("phone_oneshot", answer)
+    _, device = post(base + "/_sandbox/demo/wx.login", {"user": user})  # the one-shot changed the session_key
+    token = post(base + "/v1/demo/login", {"code": device["code"]})[1]["token"]
+    _, profile = post(base + "/_sandbox/demo/getUserProfile", {"user": user, "cloud": True})
+    fields = {k: profile[k] for k in ("encryptedData", "iv", "rawData", "signature")}
+    status, answer = post(base + "/v1/demo/userinfo", fields, token)
+    assert (status, answer.get("nickName")) == (200, profile["userInfo"]["nickName"]), ("userinfo", answer)
+    status, answer = post(base + "/v1/demo/userinfo", {"cloudID": profile["cloudID"]}, token)
+    assert (status, answer.get("nickName")) == (200, profile["userInfo"]["nickName"]), ("userinfo_cloud", answer)
+    request = urllib.request.Request(base + "/v1/demo/session", headers={"Authorization": f"Bearer {token}"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        assert json.loads(response.read())["phone"]["countryCode"] == "86"
+    logout = urllib.request.Request(base + "/v1/demo/logout", b"", {"Authorization": f"Bearer {token}"}, method="POST")
+    with urllib.request.urlopen(logout, timeout=10) as response:
+        assert response.status == 204
 
 
 def test_sessions_attach_to_the_running_gateway_then_open_its_data(tmp_path: Path) -> None:

@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import dotenv
 import pytest
 
 from gateway.metrics import OUTBOX_AGE, Metrics
@@ -83,26 +84,7 @@ class Site:
         return [json.loads(line) for line in out.splitlines() if line.startswith("{")]
 
     def start_nginx(self) -> None:
-        site = (DEPLOY / "nginx" / "wxgate.conf").read_text()
-        site = substitute(site, "listen 80;", f"listen 127.0.0.1:{self.nginx_port};")
-        site = substitute(site, "server 127.0.0.1:8080;", f"server 127.0.0.1:{self.gateway_port};")
-        site = substitute(site, "set_real_ip_from 10.0.0.0/8;", f"set_real_ip_from {LOAD_BALANCER}/32;")
-        (self.root / "site.conf").write_text(site)
-        temp = self.root / "temp"
-        temp.mkdir()
-        temp.chmod(0o777)  # nginx's workers run as nobody under root
-        (self.root / "nginx.conf").write_text(
-            f"worker_processes 1;\npid {self.root}/nginx.pid;\nerror_log {self.root}/error.log;\n"
-            "events { worker_connections 64; }\n"
-            "http {\n  access_log off;\n"
-            + "".join(
-                f"  {kind}_temp_path {temp}/{kind};\n" for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
-            )
-            + f"  include {self.root}/site.conf;\n}}\n"
-        )
-        nginx = program("nginx")
-        args = [nginx, "-p", str(self.root), "-c", str(self.root / "nginx.conf"), "-e", str(self.root / "error.log")]
-        checked = subprocess.run([*args, "-t"], capture_output=True, text=True, timeout=30)
+        args, checked = check_nginx(self.root, [our_site(self.nginx_port, self.gateway_port)])
         assert checked.returncode == 0, checked.stderr
         self.nginx = subprocess.Popen([*args, "-g", "daemon off;"], stderr=subprocess.PIPE, text=True)
         deadline = time.monotonic() + 10
@@ -119,6 +101,54 @@ class Site:
             if proc is not None and proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
                 proc.communicate(timeout=30)
+
+
+def our_site(nginx_port: int, gateway_port: int) -> str:
+    """deploy/nginx/wxgate.conf on test ports, the load balancer in front of it on LOAD_BALANCER."""
+    site = (DEPLOY / "nginx" / "wxgate.conf").read_text()
+    site = substitute(site, "listen 80 default_server;", f"listen 127.0.0.1:{nginx_port} default_server;")
+    site = substitute(site, "server 127.0.0.1:8080;", f"server 127.0.0.1:{gateway_port};")
+    return substitute(site, "set_real_ip_from 10.0.0.0/8;", f"set_real_ip_from {LOAD_BALANCER}/32;")
+
+
+# Debian's /etc/nginx/sites-enabled/default (package nginx, comments left out), which an
+# operator finds beside the site they add.
+DEBIAN_DEFAULT_SITE = """\
+server {
+    listen 80 default_server;
+    listen [::]:80 default_server;
+    root /var/www/html;
+    index index.html index.htm index.nginx-debian.html;
+    server_name _;
+    location / {
+        try_files $uri $uri/ =404;
+    }
+}
+"""
+
+
+def check_nginx(root: Path, sites: list[str]) -> tuple[list[str], subprocess.CompletedProcess[str]]:
+    """An nginx.conf in ``root`` including ``sites`` in order (as sites-enabled/* would), checked
+    with ``nginx -t``: the command line to start it, and the check's result."""
+    temp = root / "temp"
+    temp.mkdir(exist_ok=True)
+    temp.chmod(0o777)  # nginx's workers run as nobody under root
+    includes = ""
+    for i, text in enumerate(sites):
+        (root / f"site{i}.conf").write_text(text)
+        includes += f"  include {root}/site{i}.conf;\n"
+    (root / "nginx.conf").write_text(
+        f"worker_processes 1;\npid {root}/nginx.pid;\nerror_log {root}/error.log;\n"
+        "events { worker_connections 64; }\n"
+        "http {\n  access_log off;\n"
+        + "".join(
+            f"  {kind}_temp_path {temp}/{kind};\n" for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+        )
+        + includes
+        + "}\n"
+    )
+    args = [program("nginx"), "-p", str(root), "-c", str(root / "nginx.conf"), "-e", str(root / "error.log")]
+    return args, subprocess.run([*args, "-t"], capture_output=True, text=True, timeout=30)
 
 
 def request(
@@ -196,6 +226,11 @@ def test_nginx_passes_the_real_client_and_keeps_upstream_connections_alive(site:
         status, headers, body = request(nginx, "GET", path)
         assert (status, headers["content-type"]) == (404, "application/json"), path
         assert json.loads(body)["error"]["code"] == "not_found"
+    # default_server: a request for any host name (the mini program's domain) is ours
+    status, headers, body = request(
+        nginx, "POST", "/v1/demo/login", {"code": "c4"}, headers={"Host": "api.example.com"}
+    )
+    assert (status, json.loads(body)["error"]["code"]) == (400, "invalid_code"), body
     events = site.stop_gateway()
     clients = [e["client_ip"] for e in events if e.get("event") == "request" and e.get("flow") == "login"]
     assert clients[:3] == ["203.0.113.7", STRANGER, STRANGER], site.gateway_log
@@ -212,6 +247,23 @@ def test_nginx_answers_json_when_the_gateway_is_down(site: Site) -> None:
     too_big = request(site.nginx_port, "POST", "/v1/demo/login", {"code": "x" * 70_000})
     assert too_big[0] == 413
     assert json.loads(too_big[2])["error"]["code"] == "body_too_large"
+
+
+def test_debians_default_site_cannot_silently_take_our_requests(tmp_path: Path) -> None:
+    """Beside Debian's default site (default_server on the same port), ours is not quietly second,
+    which would answer every request with nginx's HTML 404: nginx -t refuses the pair, naming the
+    clash, until the default site is removed as the site's header says."""
+    port = free_port()
+    debian = DEBIAN_DEFAULT_SITE.replace("listen 80 ", f"listen 127.0.0.1:{port} ").replace(
+        "    listen [::]:80 default_server;\n", ""
+    )
+    for order in ([debian, our_site(port, free_port())], [our_site(port, free_port()), debian]):
+        _, checked = check_nginx(tmp_path, order)
+        assert checked.returncode != 0, "nginx accepted our site beside Debian's default: one of them loses"
+        assert "duplicate default server" in checked.stderr, checked.stderr
+    assert "rm /etc/nginx/sites-enabled/default" in (DEPLOY / "nginx" / "wxgate.conf").read_text()
+    _, alone = check_nginx(tmp_path, [our_site(port, free_port())])
+    assert alone.returncode == 0, alone.stderr
 
 
 # --- Prometheus, systemd ---------------------------------------------------------------------
@@ -263,6 +315,29 @@ def test_systemd_unit_passes_systemd_analyze(tmp_path: Path) -> None:
     assert service["Restart"] == "on-failure"
     assert service["EnvironmentFile"].startswith("/etc/wxgate/")
     assert service["User"] not in ("root", "0")
+    # everything the service's environment holds is in that file, which the CLI reads with --env-file
+    assert "Environment" not in service, "set variables in wxgate.env, where `--env-file` finds them too"
+
+
+def test_env_example_lists_the_variables_of_the_production_example() -> None:
+    """deploy/systemd/wxgate.env.example sets every ${VAR} config/production.example.yaml needs
+    (and no variable it does not read), plus WXGATE_CONFIG naming the file, so that the service and
+    `wxgate --env-file` both find the configuration and every variable of it."""
+    from gateway.config import _ENV_REF
+
+    text = (ROOT / "config" / "production.example.yaml").read_text()
+    production = re.sub(r"(?m)(^|\s)#.*$", "", text)  # what the comments mention is not read
+    read = {m.group(1) for m in _ENV_REF.finditer(production)}
+    required = {m.group(1) for m in _ENV_REF.finditer(production) if m.group(2) is None}
+    assert {"SHOP_APPID", "WXGATE_PHONE_HASH_KEY"} <= required  # the pattern found the file's variables
+    example = DEPLOY / "systemd" / "wxgate.env.example"
+    values = dotenv.dotenv_values(example)
+    missing = sorted(required - set(values))
+    assert not missing, f"{example.name} does not set {missing}, which config/production.example.yaml needs"
+    unread = sorted(set(values) - read - {"WXGATE_CONFIG"})
+    assert not unread, f"{example.name} sets {unread}, which config/production.example.yaml does not read"
+    assert values["WXGATE_CONFIG"] == "/etc/wxgate/wxgate.yaml"
+    assert "0640" in example.read_text()
 
 
 # --- Grafana ---------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ import inspect
 import re
 from typing import Any
 
+import pytest
 import yaml
 from pydantic import BaseModel
 
@@ -351,3 +352,75 @@ def test_readme_speaks_to_users() -> None:
     """No internal tracker numbers: a reader of the README cannot look them up."""
     found = re.findall(r"(?i)\b(?:issue|ticket|bug)\s*#?\d+|(?<![\w&/])#\d+\b", README)
     assert not found, f"README.md mentions internal numbers: {found}"
+
+
+# Sections of a wxgate file: a ```yaml block with only these top-level keys is (part of) one.
+_CONFIG_SECTIONS = {"server", "sandbox", "storage", "webhooks", "pipelines", "apps"}
+
+
+def _yaml_blocks() -> list[tuple[str, int, str]]:
+    found = []
+    for path in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        text = path.read_text(encoding="utf-8")
+        for match in re.finditer(r"^```ya?ml\n(.*?)^```$", text, re.MULTILINE | re.DOTALL):
+            found.append((str(path.relative_to(ROOT)), text.count("\n", 0, match.start(1)) + 1, match.group(1)))
+    return found
+
+
+def _example_value(name: str) -> str:
+    """A value of the right shape for a ``${VAR}`` a doc example leaves to the operator."""
+    if name.endswith("_URL"):
+        return "https://hooks.example.com/wxgate"
+    if name.endswith("_URI"):
+        return "mongodb://db.example.com:27017/"
+    if name.endswith("STORAGE_KEY"):
+        return "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="
+    return "an-example-value-of-32-characters"
+
+
+def test_every_yaml_block_of_the_docs_parses_and_its_wxgate_sections_validate() -> None:
+    """What a reader pastes must load: YAML syntax (an unquoted ${VAR} inside {...} is not), and
+    the sections of a wxgate file as the gateway checks them, with any unset variable given a value."""
+    from gateway.config import _ENV_REF, parse_config
+    from gateway.errors import ConfigError
+
+    blocks = _yaml_blocks()
+    assert len(blocks) >= 5, "the docs' ```yaml blocks were not found"
+    failures, checked = [], 0
+    for doc, line, code in blocks:
+        where = f"{doc}:{line}"
+        try:
+            value = yaml.safe_load(code)
+        except yaml.YAMLError as exc:
+            failures.append(f"{where}: not valid YAML: {exc}")
+            continue
+        keys = set(value) if isinstance(value, dict) else set()
+        if not keys or not keys <= _CONFIG_SECTIONS:
+            continue
+        env = {m.group(1): _example_value(m.group(1)) for m in _ENV_REF.finditer(code) if m.group(2) is None}
+        try:
+            parse_config(code, where, env=env, sections=tuple(keys))
+            checked += 1
+        except ConfigError as exc:
+            failures.append(str(exc))
+    assert not failures, "\n".join(failures)
+    assert checked >= 5, f"only {checked} blocks were checked as wxgate configuration"
+
+
+def test_an_unquoted_variable_in_a_flow_mapping_is_refused_with_the_fix() -> None:
+    from gateway.config import parse_config
+    from gateway.errors import ConfigError
+
+    text = "server:\n  admin: {host: 127.0.0.1, port: 8081, token: ${WXGATE_ADMIN_TOKEN:-}}\n"
+    with pytest.raises(ConfigError) as refused:
+        parse_config(text, "wxgate.yaml", env={}, sections=("server",))
+    assert str(refused.value).startswith("wxgate.yaml:2:")
+    assert 'quote a ${VAR} inside {…} or […]: token: "${WXGATE_ADMIN_TOKEN:-}"' in str(refused.value)
+    quoted = text.replace("${WXGATE_ADMIN_TOKEN:-}", '"${WXGATE_ADMIN_TOKEN:-}"')
+    admin = parse_config(quoted, "wxgate.yaml", env={}, sections=("server",)).server.admin
+    assert admin is not None
+    assert admin.port == 8081
+    # the hint for a non-loopback admin without a token shows the quoted form, which fits both styles
+    with pytest.raises(ConfigError) as open_admin:
+        parse_config("server:\n  admin: {host: 0.0.0.0}\n", "wxgate.yaml", env={}, sections=("server",))
+    assert 'token: "${WXGATE_ADMIN_TOKEN}"' in str(open_admin.value)

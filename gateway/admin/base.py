@@ -8,7 +8,7 @@ from typing import Any
 
 from gateway.admin.security import set_security_headers
 from gateway.admin.state import AdminState
-from gateway.errors import AdminTokenRequired, InvalidField, InvalidJSON, MissingField, NotFound, Unauthorized
+from gateway.errors import InvalidField, InvalidJSON, MissingField, NotFound
 from gateway.handlers import JSONHandler
 from gateway.logs import get_logger
 from gateway.runtime import Gateway
@@ -28,16 +28,10 @@ class AdminAPIHandler(JSONHandler):
 
     def prepare(self) -> None:
         # the token before anything else: without it, every path answers the same 401
-        if not self.admin.token.admits(self.request.headers.get("Authorization")):
-            raise AdminTokenRequired()
+        # (its WWW-Authenticate challenge comes with the error: gateway.error_response)
+        self.admin.token.check(self.request.headers.get("Authorization"))
         super().prepare()
         self.admin.start_sampling()
-
-    def write_error(self, status_code: int, **kwargs: Any) -> None:
-        # a GatewayError reaches here as a 500 from Tornado; its own status is set by the base
-        if isinstance(kwargs.get("exc_info", (None, None, None))[1], Unauthorized):
-            self.set_header("WWW-Authenticate", 'Bearer realm="wxgate-admin"')
-        super().write_error(status_code, **kwargs)
 
     def json_body(self) -> dict[str, Any]:
         try:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import tornado.web
 
-from gateway.admin_listener import token_matches
+from gateway.admin_listener import check_admin_token
 
 # No inline script or style anywhere in the page, no host but this one: an injected
 # <script> or a stolen answer has nowhere to run or go.
@@ -35,5 +35,6 @@ class AdminToken:
             raise ValueError("the admin console needs a token (server.admin.token)")
         self._expected = token.encode("utf-8")
 
-    def admits(self, authorization: str | None) -> bool:
-        return token_matches(authorization or "", self._expected.decode("utf-8"))
+    def check(self, authorization: str | None) -> None:
+        """Raises AdminTokenRequired, saying whether the token was missing or not accepted."""
+        check_admin_token(authorization or "", self._expected.decode("utf-8"))

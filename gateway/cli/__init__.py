@@ -22,12 +22,14 @@ stderr and exits with its code. Exit codes: 0 done, 1 runtime failure, 2 usage o
 from __future__ import annotations
 
 import argparse
+import io
 import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 import dotenv
+import dotenv.parser
 import pluggy
 
 from gateway import __version__
@@ -44,6 +46,7 @@ from gateway.cli.sessions import add_sessions
 from gateway.cli.version import add_version
 from gateway.errors import ConfigError, GatewayError
 from gateway.registry import PluginError
+from gateway.server import CannotListen
 
 __all__ = ["CLIError", "main"]
 
@@ -58,9 +61,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if _command_index(argv) is None and not {"-h", "--help", "--version"} & set(argv):
         argv = ["serve", *argv]  # `wxgate`, `python run.py --port 8765`: serve
     args = _parser().parse_args(argv)
+    from_environment = False
     try:
         if getattr(args, "env_file", None):
             _load_env_file(args.env_file)
+        from_environment = not getattr(args, "config", None) and bool(os.environ.get("WXGATE_CONFIG"))
         args.config = config_path(args)  # after the env file, which may set WXGATE_CONFIG
         code: int = args.func(args)
         sys.stdout.flush()  # here, so that a closed pipe is met inside the try
@@ -71,7 +76,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CLIError as exc:
         return _fail(f"{args.prog}: {exc.message}", exc.exit_code)
     except (ConfigError, PluginError, pluggy.PluginValidationError) as exc:
+        if from_environment and not Path(args.config).is_file():
+            # the operator typed no path: say where this one came from
+            exc = ConfigError(f"{exc}\n(the path is WXGATE_CONFIG's: point it at the gateway's file, or unset it)")
         return _fail(f"wxgate: configuration error:\n{exc}", USAGE_ERROR)
+    except CannotListen as exc:
+        return _fail(f"wxgate: {exc}", RUNTIME_FAILURE)
     except GatewayError as exc:  # e.g. storage unreachable at start
         return _fail(f"wxgate: {describe(exc)}", RUNTIME_FAILURE)
     except KeyboardInterrupt:
@@ -98,9 +108,19 @@ def _load_env_file(path: str) -> None:
     if not Path(path).is_file():
         raise CLIError(f"--env-file {path}: no such file", USAGE_ERROR)
     try:
-        values = dotenv.dotenv_values(path)
+        text = Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise CLIError(f"--env-file {path}: cannot read it: {exc}", USAGE_ERROR) from exc
+    # python-dotenv skips a line it cannot parse with a warning naming neither file nor
+    # variable: the command would then run without it. The line is not shown: it may hold a secret.
+    for binding in dotenv.parser.parse_stream(io.StringIO(text)):
+        if binding.error:
+            raise CLIError(
+                f"--env-file {path}:{binding.original.line}: not a NAME=value line (a value with spaces or "
+                "quotes needs quoting as in a shell: NAME='a value'; a comment starts with #)",
+                USAGE_ERROR,
+            )
+    values = dotenv.dotenv_values(stream=io.StringIO(text))
     for name, value in values.items():
         if value is not None:  # a bare `NAME` line has no value
             os.environ.setdefault(name, value)

@@ -99,9 +99,13 @@ def require_shared_storage(config: Config) -> None:
     options = config.storage_options
     data_dir = getattr(options, "data_dir", None)
     if getattr(options, "uri", None) == "embedded" and data_dir and not Path(data_dir).is_dir():
-        raise CLIError(
-            f"nothing to attach to: {config.path} keeps its embedded storage in {data_dir!r}, which does not exist "
-            f"here ({Path.cwd()}); run the command in the gateway's working directory, give --config the "
-            "gateway's file, or set storage.options.data_dir",
-            RUNTIME_FAILURE,
-        )
+        if Path(data_dir).is_absolute():
+            where = f"{data_dir!r}, which does not exist (has the gateway run with this file?)"
+        else:
+            # the file was found; a relative data_dir is the gateway's working directory's
+            where = (
+                f"{data_dir!r}, relative to the directory the gateway runs in, and there is no {data_dir!r} here "
+                f"({Path.cwd()}): run the command in the gateway's working directory, or make "
+                "storage.options.data_dir absolute"
+            )
+        raise CLIError(f"nothing to attach to: {config.path} keeps its embedded storage in {where}", RUNTIME_FAILURE)

@@ -46,8 +46,9 @@ webhooks:
       url: ${WXGATE_WEBHOOK_URL:-}
       secret: ${WXGATE_WEBHOOK_SECRET:-}   # 16+ characters when url is set
 
-# Flows, each an ordered list of steps: a bare name, or `name: {options}`.
-# `session` and `logout` have built-in pipelines when left out.
+# Flows, each an ordered list of steps: a bare name, or `name: {options}`. These are the
+# flows the README's walk-through calls; `session` and `logout` have built-in pipelines
+# when left out. A flow left out here answers 404 flow_not_configured.
 pipelines:
   login:                      # {code} from wx.login
     - rate_limit: {per: ip, limit: 60, window: 60}
@@ -55,13 +56,6 @@ pipelines:
     - persist_user
     - issue_session: {ttl: 7200}
     - webhook: {event: user.login}
-  phone_code:                 # Authorization: Bearer <token> + the phone button's code
-    - check_session
-    - phone_code
-    - mask_guard
-    - persist_phone
-    - webhook: {event: phone.bound}
-    - respond
   phone:                      # Authorization: Bearer <token> + encryptedData + iv
     - check_session
     - decrypt: {kind: phone}
@@ -69,6 +63,43 @@ pipelines:
     - mask_guard
     - persist_phone
     - webhook: {event: phone.bound}
+    - respond
+  phone_code:                 # Authorization: Bearer <token> + the phone button's code
+    - check_session
+    - phone_code
+    - watermark: {max_age: 600}
+    - mask_guard
+    - persist_phone
+    - webhook: {event: phone.bound}
+    - respond
+  phone_cloud:                # Authorization: Bearer <token> + the event's cloudID (cloud development)
+    - check_session
+    - cloud_data: {kind: phone}
+    - watermark: {max_age: 600}
+    - mask_guard
+    - persist_phone
+    - webhook: {event: phone.bound}
+    - respond
+  phone_oneshot:              # code (wx.login) + encryptedData + iv, no token: login and phone at once
+    - rate_limit: {per: ip, limit: 60, window: 60}
+    - code2session
+    - persist_user
+    - decrypt: {kind: phone}
+    - watermark: {max_age: 600}
+    - mask_guard
+    - persist_phone
+    - webhook: {event: phone.bound}
+    - respond
+  userinfo:                   # Authorization: Bearer <token> + encryptedData + iv (+ rawData + signature)
+    - check_session
+    - decrypt: {kind: userinfo}
+    - verify_signature
+    - watermark: {max_age: 600}
+    - respond
+  userinfo_cloud:             # Authorization: Bearer <token> + cloudID from wx.getUserProfile
+    - check_session
+    - cloud_data: {kind: userinfo}
+    - watermark: {max_age: 600}
     - respond
 
 apps:

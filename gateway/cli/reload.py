@@ -45,7 +45,11 @@ def _running_pid(config: Config, path: str) -> int:
     """The pid in ``server.pid_file``, once sure that gateway re-reads ``path``: SIGHUP makes it
     load its own file again, so a signal after editing another file would change nothing."""
     if not config.server.pid_file:
-        raise CLIError("give --pid, or set server.pid_file in the configuration", USAGE_ERROR)
+        raise CLIError(
+            f"{path} has no server.pid_file, so the gateway's pid is unknown: give --pid, or set server.pid_file "
+            "in that file (and restart the gateway, which writes it)",
+            USAGE_ERROR,
+        )
     try:
         lines = Path(config.server.pid_file).read_text().splitlines()
         pid = int(lines[0])
