@@ -736,13 +736,18 @@ class MongoStorage(Storage):
                 {"status": "delivering", "lease_until": {"$lte": now}},
             ]
         }
+        started = time.monotonic()
+
+        def waited() -> float:
+            return time.monotonic() - started
+
         while len(claimed) < limit:  # each pass leases a different event, so this ends
             doc = await self.db.outbox.find_one_and_update(
                 due,
-                # the lease runs from when this command is sent, not from ``now``: a claim that
-                # waited longer than the lease (a slow link) would be born expired, and another
+                # the lease runs from when this command is sent, not from when the claim began: a
+                # claim slowed past the lease (a slow link) would be born expired, and another
                 # process would deliver the event a second time
-                {"$set": {"status": "delivering", "lease_owner": owner, "lease_until": time.time() + lease_seconds}},
+                {"$set": {"status": "delivering", "lease_owner": owner, "lease_until": now + waited() + lease_seconds}},
                 sort=[("next_attempt_at", ASCENDING)],
                 return_document=ReturnDocument.AFTER,
             )
