@@ -190,10 +190,6 @@ class MongoStorage(Storage):
             "serverSelectionTimeoutMS": timeout,
             "connectTimeoutMS": timeout,
             "socketTimeoutMS": timeout,
-            # one bound on a whole operation, retries and waiting for a pooled connection
-            # included: without it, a request during an outage took four to five times the
-            # timeout to get its 503 (seen in the multi-host drill)
-            "timeoutMS": timeout,
             "maxPoolSize": self.opts.max_pool_size,
             "appname": "wxgate",
         }
