@@ -4,6 +4,7 @@
  * this list with a running gateway's, so the two cannot drift apart unnoticed.
  */
 export const GATEWAY_ERROR_CODES = [
+  'admin_token_required',
   'bad_request',
   'body_timeout',
   'body_too_large',
