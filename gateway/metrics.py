@@ -134,6 +134,11 @@ class Metrics:
         self.rate_limited = Counter(
             "wxgate_rate_limited_total", "Requests refused by a rate limit", ["app", "flow", "per"], registry=r
         )
+        # the code is one of the stable error codes, never text a client sent
+        self.flow_errors = Counter(
+            "wxgate_flow_errors_total", "Flow requests answered with an error, by its code", ["app", "flow", "code"],
+            registry=r,
+        )  # fmt: skip
         self._digest: str | None = None
         self._children: dict[tuple[Any, ...], Any] = {}
 
@@ -159,6 +164,9 @@ class Metrics:
 
     def delivery(self, endpoint: str, outcome: str) -> None:
         self._child(self.deliveries, endpoint, outcome).inc()
+
+    def failed(self, app: str, flow: str, code: str) -> None:
+        self._child(self.flow_errors, app, flow, code).inc()
 
     def limited(self, app: str, flow: str, per: str) -> None:
         self._child(self.rate_limited, app, flow, per).inc()

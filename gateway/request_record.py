@@ -87,6 +87,8 @@ def record_request(gateway: Gateway, record: RequestRecord, status: int) -> None
         return
     # labels only from configured apps and flows: never from what a client typed
     gateway.metrics.request(record.app, record.flow, status, duration_ms / 1000.0, ctx.timings)
+    if error is not None:
+        gateway.metrics.failed(record.app, record.flow, error.code)
     limited = ctx.outcome.rate_limited
     if limited:
         gateway.metrics.limited(record.app, record.flow, limited)

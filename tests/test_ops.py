@@ -71,6 +71,9 @@ class OpsTest(GatewayTestCase):
         text = response.body.decode()
         assert 'wxgate_requests_total{app="demo",flow="login",status="200"} 1.0' in text
         assert 'wxgate_requests_total{app="demo",flow="login",status="400"} 1.0' in text
+        assert [line for line in text.splitlines() if line.startswith("wxgate_flow_errors_total")] == [
+            'wxgate_flow_errors_total{app="demo",code="invalid_code",flow="login"} 1.0'
+        ]
         assert 'wxgate_step_duration_seconds_count{flow="login",step="code2session"} 2.0' in text
         assert 'wxgate_upstream_calls_total{api="jscode2session",errcode="0"} 1.0' in text
         assert 'wxgate_upstream_calls_total{api="jscode2session",errcode="40029"} 1.0' in text

@@ -1,9 +1,10 @@
-"""What the console needs and the gateway's metrics do not count: errors by their code,
-which step failed, and the last reload. Learnt from the gateway's own hooks.
+"""What the console needs and the gateway's metrics do not count: which step failed, and
+the last reload. Learnt from the gateway's own hooks. (Errors by their code are the
+gateway's own ``wxgate_flow_errors_total``.)
 
-The two counters join the gateway's registry, so they are scraped at ``/metrics`` too
-while the console is on; with several workers prometheus-client's multi-process files
-add them up like every other counter.
+The counter joins the gateway's registry, so it is scraped at ``/metrics`` too while the
+console is on; with several workers prometheus-client's multi-process files add it up
+like every other counter.
 """
 
 from __future__ import annotations
@@ -36,20 +37,11 @@ class ConsoleObserver:
 
         # labels come from configured apps, flows and steps and from the stable error codes:
         # never from what a client typed
-        self.flow_errors = Counter(
-            "wxgate_flow_errors", "Flow requests answered with an error, by its code", ["app", "flow", "code"],
-            registry=registry,
-        )  # fmt: skip
         self.step_failures = Counter(
             "wxgate_step_failures", "Steps that stopped their flow, by error code", ["app", "flow", "step", "code"],
             registry=registry,
         )  # fmt: skip
         self.last_reload: Reload | None = None
-
-    @hookimpl
-    def wxgate_request_finished(self, app: str, flow: str, error: str | None) -> None:
-        if error is not None:
-            self.flow_errors.labels(app, flow, error).inc()
 
     @hookimpl
     def wxgate_step_failed(self, app: str, flow: str, step: str, error: str) -> None:
