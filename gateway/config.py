@@ -303,10 +303,18 @@ class _Document:
     """The YAML as plain Python values, plus the line of every key and item. With ``sections``,
     only variables inside those top-level sections must be set (the rest is not read)."""
 
-    def __init__(self, text: str, file: str, env: Mapping[str, str], sections: Collection[str] | None = None) -> None:
+    def __init__(
+        self,
+        text: str,
+        file: str,
+        env: Mapping[str, str],
+        sections: Collection[str] | None = None,
+        unread: Collection[tuple[str, ...]] = (),
+    ) -> None:
         self.file = file
         self.env = env
         self.sections = sections
+        self.unread = unread
         self.marks: dict[Path_, tuple[int, int]] = {}
         loader = yaml.SafeLoader(text)
         try:
@@ -359,6 +367,8 @@ class _Document:
                 return value
             if self.sections is not None and (not path or path[0] not in self.sections):
                 return match.group(0)  # a section the caller does not use: left as written
+            if any(_matches(pattern, path) for pattern in self.unread):
+                return match.group(0)  # a key the caller does not read (an app's secret): the same
             raise UnsetVariable(
                 f"{self.line_of(path)}: {_dotted(path) or '(top level)'}: environment variable {name} is not set "
                 f"(write ${{{name}:-default}} to give a default)"
@@ -449,18 +459,24 @@ def _validation_error(doc: _Document, exc: ValidationError, base: Path_, model: 
 # --- loading --------------------------------------------------------------------------
 
 
+def _matches(pattern: tuple[str, ...], path: Path_) -> bool:
+    """Whether ``path`` is at or under ``pattern`` (``*`` matches any one key)."""
+    return len(path) >= len(pattern) and all(p in ("*", str(k)) for p, k in zip(pattern, path, strict=False))
+
+
 def load_config(
     path: str | os.PathLike[str] = DEFAULT_CONFIG,
     registry: Registry | None = None,
     env: Mapping[str, str] | None = None,
     sections: Collection[str] | None = None,
+    unread: Collection[tuple[str, ...]] = (),
 ) -> Config:
     file = str(path)
     try:
         text = Path(file).read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"{file}: cannot read the configuration: {exc.strerror}") from None
-    return parse_config(text, file, registry, env, sections)
+    return parse_config(text, file, registry, env, sections, unread)
 
 
 def parse_config(
@@ -469,11 +485,14 @@ def parse_config(
     registry: Registry | None = None,
     env: Mapping[str, str] | None = None,
     sections: Collection[str] | None = None,
+    unread: Collection[tuple[str, ...]] = (),
 ) -> Config:
     """``sections`` (e.g. ``("server", "storage")``): read and check only these top-level keys,
-    for a command that uses no more; the apps' secrets then need not be in its environment."""
+    for a command that uses no more; the apps' secrets then need not be in its environment.
+    ``unread`` (e.g. ``("apps", "*", "secret")``): keys under a read section whose variables
+    the command does not need; they are left as written."""
     registry = registry if registry is not None else Registry.discover()
-    doc = _Document(text, file, os.environ if env is None else env, sections)
+    doc = _Document(text, file, os.environ if env is None else env, sections, unread)
     if not isinstance(doc.value, dict):
         raise doc.error((), "the configuration must be a mapping with 'apps:' (and usually 'pipelines:')")
     try:

@@ -142,3 +142,23 @@ def test_nothing_to_attach_to_outside_the_gateways_directory(tmp_path: Path) -> 
         assert result.returncode == 1, result.stdout + result.stderr
         assert "nothing to attach to" in result.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def test_sessions_need_no_app_secret_in_their_environment(cluster: Cluster, tmp_path: Path) -> None:
+    """An operator's shell need not hold the apps' secrets: sessions reads only the appids."""
+    gateway = cluster.gateway()
+    token = login(cluster, gateway, "cyd")
+    openid = openid_of(gateway, token)
+    text = cluster.config.read_text()
+    assert "secret: shop-secret-1234" in text
+    unset = tmp_path / "unset.yaml"
+    unset.write_text(text.replace("secret: shop-secret-1234", "secret: ${WXGATE_TEST_UNSET_SHOP_SECRET}"))
+    listed = sessions(unset, "list", "--app", "shop", "--openid", openid, "--json")
+    assert listed.returncode == 0, listed.stderr
+    assert [json.loads(line)["id"] for line in listed.stdout.splitlines()] == [short(token)]
+    # what it does read must still resolve: an unset appid variable is named, exit 2
+    no_appid = tmp_path / "no-appid.yaml"
+    no_appid.write_text(text.replace("appid: wx00000000000shop", "appid: ${WXGATE_TEST_UNSET_SHOP_APPID}"))
+    refused = sessions(no_appid, "list", "--app", "shop", "--openid", openid)
+    assert refused.returncode == 2
+    assert "WXGATE_TEST_UNSET_SHOP_APPID is not set" in refused.stderr

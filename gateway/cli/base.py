@@ -78,9 +78,12 @@ def config_path(args: argparse.Namespace) -> str:
     return str(DEFAULT_CONFIG)
 
 
-def load_for(args: argparse.Namespace, sections: Collection[str] | None = None) -> Config:
-    """The command's configuration; ``sections``: only those it uses (see :func:`gateway.config.parse_config`)."""
-    return load_config(config_path(args), sections=sections)
+def load_for(
+    args: argparse.Namespace, sections: Collection[str] | None = None, unread: Collection[tuple[str, ...]] = ()
+) -> Config:
+    """The command's configuration; ``sections``: only those it uses, ``unread``: keys in them it
+    does not read (see :func:`gateway.config.parse_config`)."""
+    return load_config(config_path(args), sections=sections, unread=unread)
 
 
 def describe(exc: GatewayError) -> str:

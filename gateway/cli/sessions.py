@@ -56,8 +56,11 @@ def _common(parser: argparse.ArgumentParser) -> None:
 
 
 def _sessions(args: argparse.Namespace) -> int:
-    # the apps for their appids, and the storage; webhooks and shared pipelines are not read
-    config = load_for(args, sections=("server", "storage", "apps"))
+    # the apps for their appids, and the storage; webhooks, pipelines and the apps' secrets
+    # are not read, so the shell that runs this need not hold them
+    config = load_for(
+        args, sections=("server", "storage", "apps"), unread=(("apps", "*", "secret"), ("apps", "*", "pipelines"))
+    )
     require_shared_storage(config)
     app = config.apps.get(args.app)
     if app is None:
