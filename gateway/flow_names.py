@@ -6,19 +6,8 @@ routing rule in :mod:`gateway.flows` and the default file, and nothing else.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
-FLOWS = (
-    "login",
-    "phone",
-    "phone_oneshot",
-    "phone_code",
-    "phone_cloud",
-    "userinfo",
-    "userinfo_cloud",
-    "session",
-    "logout",
-)
 FlowName = Literal[
     "login",
     "phone",
@@ -30,6 +19,7 @@ FlowName = Literal[
     "session",
     "logout",
 ]
+FLOWS: tuple[str, ...] = get_args(FlowName)
 
 # A step as written in YAML: its name, or {name: options}.
 RawStep = str | dict[str, dict[str, Any] | None]

@@ -7,23 +7,19 @@ project's venv, and no later test sees its step.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from gateway.cli import main
 from gateway.cli.new_plugin import plugin_names, write_plugin
 from gateway.registry import Registry
+from tests.helpers import free_port, post
 
 BIN = Path(sys.executable).parent
 ROOT = Path(__file__).resolve().parent.parent
@@ -74,25 +70,6 @@ def test_mypy_is_pointed_at_an_editable_checkout(tmp_path: Path) -> None:
     assert 'plugins = ["pydantic.mypy"]' in pyproject
     # this suite runs from a checkout installed with pip install -e
     assert f'mypy_path = "{ROOT.as_posix()}"' in pyproject
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def post(url: str, body: dict[str, Any], token: str | None = None) -> tuple[int, dict[str, Any]]:
-    headers = {"Content-Type": "application/json"}
-    if token:
-        headers["Authorization"] = f"Bearer {token}"
-    request = urllib.request.Request(url, data=json.dumps(body).encode(), headers=headers, method="POST")
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return response.status, json.loads(response.read() or b"{}")
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read() or b"{}")
 
 
 def test_the_generated_plugin_passes_its_checks_and_serves(tmp_path: Path) -> None:

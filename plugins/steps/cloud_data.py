@@ -16,14 +16,14 @@ Exchanging a cloudID spends nothing: WeChat answers for it again until it expire
 from __future__ import annotations
 
 import re
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
 from pydantic import Field
 
 from gateway import Context, Step, StepOptions
 from gateway.errors import InvalidField, MissingField, UnexpectedPayload, WatermarkMismatch
 from gateway.step import Fact
-from wxgate_plugins.steps.decrypt import check_kind
+from wxgate_plugins.steps.decrypt import OpenDataKind, check_kind, facts_of_kind
 
 # WeChat's cloudIDs are like "27_Ih-9vxDaOhIbh48Bdpk90DUkUoNMAPaNtg7OSGM-P2wPEk1NbspjKGoql_g".
 _CLOUD_ID = re.compile(r"[A-Za-z0-9_-]{1,256}")
@@ -31,7 +31,7 @@ _OPENID_KEYS = ("openId", "openid")
 
 
 class CloudDataOptions(StepOptions):
-    kind: Literal["phone", "userinfo", "share", "any"] = Field(
+    kind: OpenDataKind = Field(
         "any", description="What the data must be; its required keys are checked (as decrypt's kind)."
     )
     bind_openid: bool = Field(True, description="Send the session's openid so WeChat checks the cloudID is theirs.")
@@ -44,8 +44,7 @@ class CloudData(Step[CloudDataOptions]):
 
     @classmethod
     def gives_for(cls, options: CloudDataOptions) -> tuple[Fact, ...]:
-        kinds: dict[str, tuple[Fact, ...]] = {"phone": ("phone",), "userinfo": ("userinfo",), "share": ("share",)}
-        return kinds.get(options.kind, cls.gives)
+        return facts_of_kind(options.kind)
 
     async def __call__(self, ctx: Context) -> None:
         cloud_id = ctx.fields.get("cloudID")

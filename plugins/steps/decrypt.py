@@ -25,10 +25,16 @@ REQUIRED_KEYS: dict[str, tuple[str, ...]] = {
 }
 
 
+OpenDataKind = Literal["phone", "userinfo", "share", "any"]
+
+
+def facts_of_kind(kind: OpenDataKind) -> tuple[Fact, ...]:
+    """What open data of ``kind`` gives the steps after (shared with cloud_data)."""
+    return ("data",) if kind == "any" else (kind,)
+
+
 class DecryptOptions(StepOptions):
-    kind: Literal["phone", "userinfo", "share", "any"] = Field(
-        "any", description="What the plaintext must be; its required keys are checked."
-    )
+    kind: OpenDataKind = Field("any", description="What the plaintext must be; its required keys are checked.")
     try_previous_key: bool = Field(True, description="On failure, try the user's previous session_key once.")
 
 
@@ -39,8 +45,7 @@ class Decrypt(Step[DecryptOptions]):
 
     @classmethod
     def gives_for(cls, options: DecryptOptions) -> tuple[Fact, ...]:
-        kinds: dict[str, tuple[Fact, ...]] = {"phone": ("phone",), "userinfo": ("userinfo",), "share": ("share",)}
-        return kinds.get(options.kind, cls.gives)
+        return facts_of_kind(options.kind)
 
     async def __call__(self, ctx: Context) -> None:
         data, iv = ctx.fields.get("encryptedData"), ctx.fields.get("iv")
@@ -54,11 +59,8 @@ class Decrypt(Step[DecryptOptions]):
         if self.options.try_previous_key and session.previous_session_key is not None:
             keys.append(session.previous_session_key)
         payload = _decrypt_with(keys, iv, data, ctx)
-        self._check_kind(payload, ctx)
-        ctx.data = payload
-
-    def _check_kind(self, payload: dict[str, Any], ctx: Context) -> None:
         check_kind(self.options.kind, payload, ctx)
+        ctx.data = payload
 
 
 def check_kind(kind: str, payload: dict[str, Any], ctx: Context) -> None:
