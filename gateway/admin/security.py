@@ -33,8 +33,8 @@ class AdminToken:
     def __init__(self, token: str) -> None:
         if not token:
             raise ValueError("the admin console needs a token (server.admin.token)")
-        self._expected = token.encode("utf-8")
+        self._expected = token
 
     def check(self, authorization: str | None) -> None:
         """Raises AdminTokenRequired, saying whether the token was missing or not accepted."""
-        check_admin_token(authorization or "", self._expected.decode("utf-8"))
+        check_admin_token(authorization or "", self._expected)
