@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 from Crypto.Cipher import AES
-from hypothesis import given
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gateway.wechat import crypto
@@ -97,6 +97,9 @@ def test_round_trip_unicode(payload: dict[str, Any]) -> None:
     assert json.loads(aes_decrypt(data, KEY, base64.b64decode(iv)).decode("utf-8")) == payload
 
 
+# No deadline (hypothesis' default, 200 ms per example, fails a loaded CI machine at random) and
+# no example database (it would write .hypothesis/ into the work tree).
+@settings(deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     key=st.binary(min_size=16, max_size=16),
     iv=st.binary(min_size=16, max_size=16),

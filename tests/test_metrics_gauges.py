@@ -188,8 +188,10 @@ class RefreshTest(GaugeTestCase):
         self.wait_for_refresh()
         shown = self.scrape()
         assert (shown["pending"], shown["dead"], shown["delivering"], shown["delivered"]) == (2.0, 1.0, 0.0, 0.0)
-        assert 0 <= shown["age"] < 1.0
-        assert abs(shown["refreshed"] - time.time()) < 1.0
+        # the values were read just now (bounds a loaded CI machine keeps: an age in
+        # milliseconds or since 1970 is far outside them)
+        assert 0 <= shown["age"] < 5.0
+        assert abs(shown["refreshed"] - time.time()) < 5.0
 
     def test_a_failing_storage_is_logged_and_scrapes_still_answer(self) -> None:
         self.wait_for_refresh()
@@ -216,7 +218,7 @@ class RefreshTest(GaugeTestCase):
         assert {e["log_level"] for e in crashes} == {"error"}
         self.commands.failure = None  # the task survived both and reads again
         self.wait_for_refresh()
-        assert self.scrape()["age"] < 1.0
+        assert self.scrape()["age"] < crashed["age"]  # fresh again (a stale age only grows)
 
 
 class IdleBudgetTest(GaugeTestCase):

@@ -322,8 +322,10 @@ def test_a_replaced_worker_serves_the_reloaded_configuration(cluster: Cluster) -
 
     # the file is now invalid: a replacement runs what the others run, not the file
     cluster.config.write_text("apps: [not, valid]\n")
+    refused_before = cluster.output(parent).count('"config_reload_refused"')
     parent.send_signal(signal.SIGHUP)
-    time.sleep(0.5)
+    # both workers have read the file and refused it (however slow a loaded machine is)
+    wait_for(lambda: cluster.output(parent).count('"config_reload_refused"') >= refused_before + 2, "no refusal logged")
     victim = next(iter(now))
     os.kill(victim, signal.SIGKILL)
     wait_for(lambda: victim not in healthz_by_pid(gateway) and len(healthz_by_pid(gateway)) == 2, "no replacement")

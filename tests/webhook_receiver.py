@@ -10,12 +10,9 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from tests.helpers import free_port
-
 
 class Receiver:
     def __init__(self, port: int | None = None, secret: str = "crm-secret-0123456789") -> None:
-        self.port = port or free_port()
         self.secret = secret
         self.received: list[dict[str, Any]] = []
         self.script: list[int] = []  # statuses to answer, in order; then 200
@@ -23,12 +20,35 @@ class Receiver:
         self.arrived = 0  # requests read, answered or not
         self.lock = threading.Lock()
         self.server: ThreadingHTTPServer | None = None
+        # The socket is bound now, to the given port or one the kernel picks (no free_port():
+        # between choosing a port and binding it another process could take it), and listens
+        # from start() on: until then the receiver is down (connections are refused) but its
+        # URL is known and its port held.
+        bound = ThreadingHTTPServer(("127.0.0.1", port or 0), self._handler(), bind_and_activate=False)
+        try:
+            bound.server_bind()
+        except BaseException:
+            bound.server_close()
+            raise
+        self._bound: ThreadingHTTPServer | None = bound
+        self.port: int = bound.server_address[1]
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/hook"
 
     def start(self) -> Receiver:
+        server, self._bound = self._bound, None
+        if server is None:  # started again after stop()
+            server = ThreadingHTTPServer(("127.0.0.1", self.port), self._handler())
+        else:
+            server.server_activate()
+        self.server = server
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        return self
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -51,12 +71,12 @@ class Receiver:
             def log_message(self, *args: Any) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-        self.server.daemon_threads = True
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        return self
+        return Handler
 
     def stop(self) -> None:
+        if self._bound is not None:  # never started
+            self._bound.server_close()
+            self._bound = None
         if self.server is not None:
             self.server.shutdown()
             self.server.server_close()
