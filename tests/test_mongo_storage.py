@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pymongo import MongoClient
+from pymongo import MongoClient, monitoring
 from structlog.testing import capture_logs
 
 from gateway.config import parse_config
@@ -303,5 +303,84 @@ def test_keys_join_a_record_made_without_them(mongo_uri: str) -> None:
         assert await storage.find_phone_owners("wxapp", "k") == ["o2"]
         assert await storage.find_phone_owners("wxother", "k") == []
         assert await storage.get_user("wxapp", "o2") is None  # keys and phones are not a login
+
+    run_with_attacker(mongo_uri, body)
+
+
+class UpdateFilters(monitoring.CommandListener):
+    """The filter of every update sent to one database's users."""
+
+    def __init__(self, database: str) -> None:
+        self.database = database
+        self.filters: list[dict[str, Any]] = []
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        if event.database_name == self.database and event.command_name == "update":
+            if event.command["update"] == "users":
+                self.filters.extend(dict(u["q"]) for u in event.command["updates"])
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        pass
+
+
+def test_the_phone_is_written_by_the_record_id_the_process_last_saw(mongo_uri: str) -> None:
+    """After a login or a session read in this process, the phone's write selects the user's
+    record by _id (cheaper on the embedded server than the (appid, openid) index); a record
+    deleted and made again meanwhile still gets the phone (by appid and openid)."""
+    database = "rid" + uuid.uuid4().hex[:8]
+    key = new_key_text()
+    phone = PhoneBinding("k1", "138****1111", "86", "13800001111")
+
+    async def main() -> None:
+        seen = [UpdateFilters(database) for _ in range(2)]
+        first, second = (mongo(mongo_uri, database, key) for _ in range(2))
+        for storage, listener in zip((first, second), seen, strict=True):
+            storage.event_listeners.append(listener)
+            await storage.start()
+        client: MongoClient[dict[str, Any]] = MongoClient(mongo_uri, serverSelectionTimeoutMS=5000)
+        users = client[database].users
+        try:
+            await first.login_user("wxapp", "o1", None, KEY_A, time.time())
+            record_id = users.find_one({"openid": "o1"})["_id"]
+            await first.bind_phone("wxapp", "o1", phone, time.time())
+            assert seen[0].filters == [{"_id": record_id}]
+            # another process that only read the session (the test server joins the id as text)
+            now = time.time()
+            await first.put_login_session(LoginSession("h1", "wxapp", "o1", None, now, now + 60))
+            assert await second.get_login("h1") is not None
+            await second.bind_phone("wxapp", "o1", phone, time.time())
+            assert seen[1].filters == [{"_id": record_id}]
+            # the record deleted and made again: the remembered id matches nothing; the phone lands
+            users.delete_one({"_id": record_id})
+            await first.login_user("wxapp", "o1", None, KEY_B, time.time())
+            seen[1].filters.clear()
+            await second.bind_phone("wxapp", "o1", phone, time.time())
+            assert seen[1].filters == [{"_id": record_id}, {"appid": "wxapp", "openid": "o1"}]
+            assert [p.key for p in await second.get_phones("wxapp", "o1")] == ["k1"]
+            # an unknown user: by appid and openid from the start
+            seen[1].filters.clear()
+            await second.bind_phone("wxapp", "o2", phone, time.time())
+            assert seen[1].filters == [{"appid": "wxapp", "openid": "o2"}]
+        finally:
+            client.close()
+            await first.close()
+            await second.close()
+
+    asyncio.run(main())
+
+
+def test_the_sweep_removes_expired_sessions_only(mongo_uri: str) -> None:
+    async def body(storage: MongoStorage, db: Any) -> None:
+        now = time.time()
+        for name, expires in (("h-old", now - 3600), ("h-just", now - 1), ("h-live", now + 60)):
+            await storage.put_login_session(LoginSession(name, "wxapp", "o1", None, now - 7200, expires))
+        with capture_logs() as logs:
+            assert await storage.sweep_expired_sessions(now) == 2
+        assert [(e["event"], e["removed"]) for e in logs] == [("sessions_swept", 2)]
+        assert sorted(d["_id"] for d in db.sessions.find({})) == ["h-live"]
+        assert not [index for index in db.sessions.list_indexes() if "expireAfterSeconds" in index]
 
     run_with_attacker(mongo_uri, body)

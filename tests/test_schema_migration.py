@@ -17,6 +17,7 @@ from structlog.testing import capture_logs
 
 from gateway.errors import ConfigError
 from gateway.sealing import KeyRing, new_key_text, parse_key
+from gateway.storage import LoginSession
 from tests.test_storage_contract import KEY_A, KEY_B, KEY_C
 from wxgate_plugins.storages.mongo import MongoOptions, MongoStorage
 from wxgate_plugins.storages.mongo_schema import SCHEMA_VERSION
@@ -155,5 +156,57 @@ def test_a_newer_schema_is_refused_at_start(mongo_uri: str) -> None:
         with pytest.raises(ConfigError, match=f"schema {SCHEMA_VERSION + 1}, newer than this wxgate knows"):
             await newer.start()
         await newer.close()
+
+    asyncio.run(main())
+
+
+def test_layout_2_loses_the_sessions_ttl_index_and_keeps_its_sessions(mongo_uri: str) -> None:
+    """Layout 2 (made here by the storage itself, then set back to what layout 2 had: version 2
+    and a TTL index on sessions) becomes layout 3: the TTL index goes, the sessions stay
+    readable, and the expired ones are the sweep's to remove."""
+    database, key = "mig" + uuid.uuid4().hex[:10], new_key_text()
+
+    async def main() -> None:
+        old = storage(mongo_uri, database, key)
+        await old.start()
+        await old.login_user("wxapp", "o1", None, KEY_A, time.time())
+        now = time.time()
+        for name, expires in (("h-live", now + 3600), ("h-expired", now - 60)):
+            await old.put_login_session(LoginSession(name, "wxapp", "o1", None, now - 120, expires))
+        await old.close()
+        client: MongoClient[dict[str, Any]] = MongoClient(mongo_uri, serverSelectionTimeoutMS=5000)
+        db = client[database]
+        for index in db.sessions.list_indexes():
+            if dict(index["key"]) == {"expire_at": 1}:
+                db.sessions.drop_index(index["name"])
+        db.sessions.create_index([("expire_at", 1)], expireAfterSeconds=0)
+        db.meta.update_one({"_id": "schema"}, {"$set": {"version": 2}})
+        assert any("expireAfterSeconds" in index for index in db.sessions.list_indexes())
+
+        new = storage(mongo_uri, database, key)
+        with capture_logs() as logs:
+            await new.start()
+        try:
+            migrated = [e for e in logs if e["event"] == "storage_schema_migrated"]
+            assert [(e["previous"], e["version"]) for e in migrated] == [(2, SCHEMA_VERSION)]
+            indexes = list(db.sessions.list_indexes())
+            assert not [index for index in indexes if "expireAfterSeconds" in index]
+            assert [index for index in indexes if dict(index["key"]) == {"expire_at": 1}]  # the sweep's
+            found = await new.get_login("h-live")
+            assert found is not None
+            assert found[1] is not None
+            assert found[1].session_key == KEY_A
+            # the expired one reads as expired (check_session refuses it, as before); the sweep
+            # removes it, and only it
+            expired = await new.get_login("h-expired")
+            assert expired is not None
+            assert expired[0].expired()
+            assert await new.sweep_expired_sessions(time.time()) == 1
+            assert await new.get_login("h-expired") is None
+            assert await new.get_login("h-live") is not None
+            assert await new.sweep_expired_sessions(time.time()) == 0
+        finally:
+            await new.close()
+            client.close()
 
     asyncio.run(main())
