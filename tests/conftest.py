@@ -18,10 +18,10 @@ def mongo_uri() -> Iterator[str]:
     if given:
         yield given
         return
-    from wxgate_plugins.storages.embedded_mongo import EmbeddedMongo
+    from tests.helpers import start_embedded_mongo
 
-    server = EmbeddedMongo(db="memory")
-    yield server.start()
+    server = start_embedded_mongo("memory")
+    yield server.uri
     server.stop()
 
 

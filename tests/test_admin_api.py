@@ -25,7 +25,7 @@ from gateway.admin.security import CONTENT_SECURITY_POLICY
 from gateway.admin.static import STATIC_DIR
 from gateway.admin.window import MetricsWindow, bucket_quantile
 from tests.console_harness import ADMIN_TOKEN, HASH_KEY, ConsoleServer, console_config, traffic
-from tests.helpers import free_port, run_cli
+from tests.helpers import run_cli
 from tests.webhook_receiver import Receiver
 
 DOC = build_admin_openapi()
@@ -516,16 +516,10 @@ def test_figures_are_the_sum_over_worker_processes(tmp_path: Path, mongo_uri: st
 
     cluster = Cluster(tmp_path, mongo_uri)
     try:
-        admin_port = free_port()
-        admin = f"admin: {{host: 127.0.0.1, port: {admin_port}, token: {ADMIN_TOKEN}}}"
-        text = cluster.config.read_text().replace(
-            "server: {log_format: json}", f"server: {{log_format: json, {admin}}}"
-        )
-        cluster.config.write_text(text)
-        gateway = cluster.gateway("--processes", "2")
+        gateway = cluster.gateway("--processes", "2", admin=f"host: 127.0.0.1, token: {ADMIN_TOKEN}")
         for i in range(12):
             login(cluster, gateway, f"worker-user-{i}")  # a new connection each: the kernel spreads them
-        admin_url = f"http://127.0.0.1:{admin_port}"
+        admin_url = cluster.admin_url
         seen = []
         for _ in range(6):
             request = urllib.request.Request(

@@ -17,7 +17,7 @@ import pytest
 
 from gateway.config import parse_config
 from gateway.errors import ConfigError
-from tests.helpers import ROOT, WXGATE, free_port, wait_until_up
+from tests.helpers import ROOT, WXGATE, free_port, start_on_a_free_port, wait_until_up
 
 TOKEN = "admin-token-0123456789abcdef"
 APPS = (
@@ -75,18 +75,29 @@ def fetch(url: str, *, token: str | None = None, method: str = "GET", body: byte
 
 
 def serve(tmp_path: Path, admin: str, *extra: str) -> Iterator[Ports]:
+    """The gateway with ``server.admin: {port: <one of its own>, <admin>}``, once both ports serve."""
     config = tmp_path / "gw.yaml"
-    config.write_text(f"server: {{log_format: json, admin: {admin}}}\nstorage: {{plugin: memory}}\n" + APPS)
-    port = free_port()
-    with (tmp_path / "gateway.log").open("w") as log:  # the child keeps its own handle
-        proc = subprocess.Popen(
-            [WXGATE, "serve", "--config", str(config), "--port", str(port), *extra],
-            cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, text=True, start_new_session=True,
-            env={**os.environ, "WXGATE_ADMIN_TOKEN": TOKEN},
-        )  # fmt: skip
-    ports = Ports(f"http://127.0.0.1:{port}", "", proc)
+    log_file = tmp_path / "gateway.log"
+    admin_url = ""
+
+    def start(port: int) -> subprocess.Popen[str]:
+        nonlocal admin_url
+        admin_port = free_port()  # chosen anew with the public one, should either be taken
+        admin_url = f"http://127.0.0.1:{admin_port}"
+        config.write_text(
+            f"server: {{log_format: json, admin: {{port: {admin_port}{admin}}}}}\nstorage: {{plugin: memory}}\n" + APPS
+        )
+        with log_file.open("w") as log:  # the child keeps its own handle
+            return subprocess.Popen(
+                [WXGATE, "serve", "--config", str(config), "--port", str(port), *extra],
+                cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+                env={**os.environ, "WXGATE_ADMIN_TOKEN": TOKEN},
+            )  # fmt: skip
+
+    proc, _, public = start_on_a_free_port(start, "/openapi.json", output=lambda _: log_file.read_text())
+    ports = Ports(public, admin_url, proc)
     try:
-        wait_until_up(ports.public + "/openapi.json", proc)
+        wait_until_up(ports.admin + "/healthz", proc)  # bound before the public port serves
         yield ports
     finally:
         proc.send_signal(signal.SIGTERM)
@@ -95,11 +106,7 @@ def serve(tmp_path: Path, admin: str, *extra: str) -> Iterator[Ports]:
 
 @pytest.fixture
 def gateway(tmp_path: Path) -> Iterator[Ports]:
-    admin_port = free_port()
-    for ports in serve(tmp_path, f"{{port: {admin_port}, token: '${{WXGATE_ADMIN_TOKEN}}'}}"):
-        ports.admin = f"http://127.0.0.1:{admin_port}"
-        wait_until_up(ports.admin + "/healthz", ports.proc)
-        yield ports
+    yield from serve(tmp_path, ", token: '${WXGATE_ADMIN_TOKEN}'")
 
 
 def test_operations_paths_move_to_the_admin_port(gateway: Ports) -> None:
@@ -154,10 +161,8 @@ def test_no_server_header_on_either_port(gateway: Ports) -> None:
 
 
 def test_without_a_token_metrics_are_open_on_a_loopback_admin_port(tmp_path: Path) -> None:
-    admin_port = free_port()
-    for ports in serve(tmp_path, f"{{port: {admin_port}}}"):
-        admin = f"http://127.0.0.1:{admin_port}"
-        wait_until_up(admin + "/healthz", ports.proc)
+    for ports in serve(tmp_path, ""):
+        admin = ports.admin
         assert fetch(admin + "/metrics").status == 200
         assert fetch(ports.public + "/metrics").status == 404
         assert fetch(admin + "/admin/").status == 404

@@ -16,7 +16,7 @@ import pytest
 
 from gateway.sandbox.world import phone_for
 from gateway.wechat import crypto
-from tests.helpers import ROOT, WXGATE, free_port, post, run_cli, wait_until_up
+from tests.helpers import ROOT, WXGATE, Started, free_port, post, run_cli, start_on_a_free_port
 
 
 def test_validate_default_config() -> None:
@@ -83,15 +83,20 @@ def test_encrypt_then_decrypt() -> None:
     assert crypto.decrypt_json(key, enc["iv"], enc["encryptedData"])["x"] == "\u4f60\u597d"
 
 
-def start_run_py(workdir: Path, port: int) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, str(ROOT / "run.py"), "--port", str(port)],
-        cwd=workdir,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env={**os.environ, "WXGATE_LOG_FORMAT": "json"},
-    )
+def start_run_py(workdir: Path, port: int | None = None) -> Started:
+    """`python run.py --port P`, serving; ``port``: the one to try first."""
+
+    def start(port: int) -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            [sys.executable, str(ROOT / "run.py"), "--port", str(port)],
+            cwd=workdir,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env={**os.environ, "WXGATE_LOG_FORMAT": "json"},
+        )
+
+    return start_on_a_free_port(start, port=port)
 
 
 def stop(proc: subprocess.Popen[str]) -> list[dict[str, Any]]:
@@ -105,11 +110,8 @@ def stop(proc: subprocess.Popen[str]) -> list[dict[str, Any]]:
 def test_run_py_serves_the_embedded_default_and_persists(tmp_path: Path) -> None:
     """The README's first command: `python run.py` with no set-up serves a working demo
     on the embedded MongoDB, whose data (under ./var) survives a restart."""
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    proc = start_run_py(tmp_path, port)
+    proc, port, base = start_run_py(tmp_path)
     try:
-        wait_until_up(base + "/healthz", proc)
         _, device_login = post(base + "/_sandbox/demo/wx.login", {"user": "cli-user"})
         status, login = post(base + "/v1/demo/login", {"code": device_login["code"]})
         assert status == 200, login
@@ -132,9 +134,8 @@ def test_run_py_serves_the_embedded_default_and_persists(tmp_path: Path) -> None
 
     # Restarted: the login token from before still works (the sandbox, in memory, starts
     # afresh, so the phone comes through the phone-code flow, which needs no old key).
-    proc = start_run_py(tmp_path, port)
+    proc, _, base = start_run_py(tmp_path, port)  # on another port if that one was taken meanwhile
     try:
-        wait_until_up(base + "/healthz", proc)
         post(base + "/_sandbox/demo/wx.login", {"user": "cli-user"})
         _, device = post(base + "/_sandbox/demo/getPhoneNumber", {"user": "cli-user"})
         status, phone = post(base + "/v1/demo/phone", {"code": device["code"]}, login["token"])
@@ -146,36 +147,30 @@ def test_run_py_serves_the_embedded_default_and_persists(tmp_path: Path) -> None
 
 def test_standalone_sandbox_is_a_real_upstream(tmp_path: Path) -> None:
     """`wxgate sandbox` on its own port; the gateway reaches it as it would reach WeChat."""
-    sandbox_port, gateway_port = free_port(), free_port()
     config = tmp_path / "split.yaml"
-    config.write_text(
-        "pipelines:\n"
-        "  login: [code2session, issue_session]\n"
-        "  phone: [check_session, {decrypt: {kind: phone}}, watermark, mask_guard, respond]\n"
-        "apps:\n"
-        "  shop:\n"
-        "    appid: wx00000000000shop\n"
-        "    secret: shop-secret\n"
-        f"    upstream: http://127.0.0.1:{sandbox_port}\n"
-    )
-    sandbox = subprocess.Popen(
-        [WXGATE, "sandbox", "--config", str(config), "--port", str(sandbox_port)],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    gateway = subprocess.Popen(
-        [WXGATE, "serve", "--config", str(config), "--port", str(gateway_port)],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+
+    def command(*args: str) -> subprocess.Popen[str]:
+        return subprocess.Popen([WXGATE, *args], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+    def start_sandbox(sandbox_port: int) -> subprocess.Popen[str]:
+        config.write_text(
+            "pipelines:\n"
+            "  login: [code2session, issue_session]\n"
+            "  phone: [check_session, {decrypt: {kind: phone}}, watermark, mask_guard, respond]\n"
+            "apps:\n"
+            "  shop:\n"
+            "    appid: wx00000000000shop\n"
+            "    secret: shop-secret\n"
+            f"    upstream: http://127.0.0.1:{sandbox_port}\n"
+        )
+        return command("sandbox", "--config", str(config), "--port", str(sandbox_port))
+
+    sandbox, _, sb = start_on_a_free_port(start_sandbox, "/_sandbox/_faults")
+    gateway: subprocess.Popen[str] | None = None
     try:
-        sb, gw = f"http://127.0.0.1:{sandbox_port}", f"http://127.0.0.1:{gateway_port}"
-        wait_until_up(sb + "/_sandbox/_faults", sandbox)
-        wait_until_up(gw + "/healthz", gateway)
+        gateway, _, gw = start_on_a_free_port(
+            lambda port: command("serve", "--config", str(config), "--port", str(port))
+        )
         # No app uses the mounted sandbox, so the gateway serves no /_sandbox/ routes.
         status, body = post(gw + "/_sandbox/shop/wx.login", {"user": "u"})
         assert (status, body["error"]["code"]) == (404, "not_found")
@@ -190,8 +185,9 @@ def test_standalone_sandbox_is_a_real_upstream(tmp_path: Path) -> None:
         assert phone["phoneNumber"] == phone_for("split")
     finally:
         for proc in (gateway, sandbox):
-            proc.send_signal(signal.SIGTERM)
-            proc.communicate(timeout=20)
+            if proc is not None:
+                proc.send_signal(signal.SIGTERM)
+                proc.communicate(timeout=20)
 
 
 def test_sandbox_on_a_port_in_use_is_a_clean_error(tmp_path: Path) -> None:
@@ -471,18 +467,17 @@ def test_init_writes_a_starter_that_serves_as_written(tmp_path: Path) -> None:
     assert again.returncode == 2
     assert "exists" in again.stderr
     assert starter.read_text() == text
-    port = free_port()
-    proc = subprocess.Popen(
-        [WXGATE, "serve", "--port", str(port)],
-        cwd=starter.parent,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env={**{k: v for k, v in os.environ.items() if not k.startswith("WXGATE_")}, "WXGATE_LOG_FORMAT": "json"},
+    proc, _, base = start_on_a_free_port(
+        lambda port: subprocess.Popen(
+            [WXGATE, "serve", "--port", str(port)],
+            cwd=starter.parent,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env={**{k: v for k, v in os.environ.items() if not k.startswith("WXGATE_")}, "WXGATE_LOG_FORMAT": "json"},
+        )
     )
-    base = f"http://127.0.0.1:{port}"
     try:
-        wait_until_up(base + "/healthz", proc)
         walk_through(base)
     finally:
         proc.send_signal(signal.SIGTERM)
@@ -530,11 +525,8 @@ def walk_through(base: str) -> None:
 def test_sessions_attach_to_the_running_gateway_then_open_its_data(tmp_path: Path) -> None:
     """With `uri: embedded`: while the gateway runs, the CLI uses its embedded server; once it has
     stopped, the CLI opens the data directory it left. Neither creates anything new."""
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    proc = start_run_py(tmp_path, port)
+    proc, _, base = start_run_py(tmp_path)
     try:
-        wait_until_up(base + "/healthz", proc)
         _, device = post(base + "/_sandbox/demo/wx.login", {"user": "attach-user"})
         status, login = post(base + "/v1/demo/login", {"code": device["code"]})
         assert status == 200, login

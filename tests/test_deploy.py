@@ -14,7 +14,6 @@ import re
 import shutil
 import signal
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,7 @@ import dotenv
 import pytest
 
 from gateway.metrics import OUTBOX_AGE, Metrics
-from tests.helpers import ROOT, WXGATE, free_port, post, wait_until_up
+from tests.helpers import ROOT, WXGATE, free_port, post, start_on_a_free_port
 
 DEPLOY = ROOT / "deploy"
 # the Debian package that brings each program (see the Makefile's deploy-deps)
@@ -54,8 +53,8 @@ STRANGER = "127.0.0.3"  # any other client
 class Site:
     def __init__(self, root: Path) -> None:
         self.root = root
-        self.gateway_port = free_port()
-        self.nginx_port = free_port()
+        self.gateway_port = 0  # each chosen at its start
+        self.nginx_port = 0
         self.gateway: subprocess.Popen[str] | None = None
         self.nginx: subprocess.Popen[str] | None = None
         self.gateway_log = ""
@@ -68,13 +67,14 @@ class Site:
             "pipelines:\n  login: [code2session, issue_session]\n"
             "apps:\n  demo: {appid: wx0000000000demo0, secret: s, upstream: sandbox}\n"
         )
-        self.gateway = subprocess.Popen(
-            [WXGATE, "serve", "--config", str(config), "--port", str(self.gateway_port)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
+        self.gateway, self.gateway_port, _ = start_on_a_free_port(
+            lambda port: subprocess.Popen(
+                [WXGATE, "serve", "--config", str(config), "--port", str(port)],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
         )
-        wait_until_up(f"http://127.0.0.1:{self.gateway_port}/healthz", self.gateway)
 
     def stop_gateway(self) -> list[dict[str, Any]]:
         assert self.gateway is not None
@@ -84,17 +84,18 @@ class Site:
         return [json.loads(line) for line in out.splitlines() if line.startswith("{")]
 
     def start_nginx(self) -> None:
-        args, checked = check_nginx(self.root, [our_site(self.nginx_port, self.gateway_port)])
-        assert checked.returncode == 0, checked.stderr
-        self.nginx = subprocess.Popen([*args, "-g", "daemon off;"], stderr=subprocess.PIPE, text=True)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                request(self.nginx_port, "GET", "/v1/demo/nothing")
-                return
-            except OSError:
-                time.sleep(0.05)
-        raise AssertionError(f"nginx did not listen: {(self.root / 'error.log').read_text()}")
+        error_log = self.root / "error.log"
+
+        def start(port: int) -> subprocess.Popen[str]:
+            args, checked = check_nginx(self.root, [our_site(port, self.gateway_port)])
+            assert checked.returncode == 0, checked.stderr
+            error_log.write_text("")  # what this start writes, nothing of an earlier one
+            return subprocess.Popen([*args, "-g", "daemon off;"], stderr=subprocess.PIPE, text=True)
+
+        # its bind() fails (after retrying 2.5 s) with "(98: Address already in use)"
+        self.nginx, self.nginx_port, _ = start_on_a_free_port(
+            start, "/v1/demo/nothing", output=lambda _: error_log.read_text()
+        )
 
     def stop(self) -> None:
         for proc in (self.nginx, self.gateway):

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from gateway.testing import GatewayTestCase
-from tests.helpers import ROOT, WXGATE, free_port, wait_until_up
+from tests.helpers import ROOT, WXGATE, start_on_a_free_port
 from tests.test_http_path import Connection, Reply, answer_and_close
 
 LIMIT = 2048
@@ -100,12 +100,16 @@ class EveryPathTest(GatewayTestCase):
 def served(tmp_path: Path) -> Iterator[tuple[int, subprocess.Popen[str]]]:
     config = tmp_path / "gw.yaml"
     config.write_text(CONFIG.replace("request_timeout: 0.3}", "request_timeout: 0.3, header_timeout: 0.5}"))
-    port = free_port()
-    proc = subprocess.Popen(
-        [WXGATE, "serve", "--config", str(config), "--port", str(port)],
-        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True, start_new_session=True,
-    )  # fmt: skip
-    wait_until_up(f"http://127.0.0.1:{port}/healthz", proc)
+    log = tmp_path / "gateway.log"  # read only if it exits at start
+
+    def start(port: int) -> subprocess.Popen[str]:
+        with log.open("w") as out:
+            return subprocess.Popen(
+                [WXGATE, "serve", "--config", str(config), "--port", str(port)],
+                cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+            )  # fmt: skip
+
+    proc, port, _ = start_on_a_free_port(start, output=lambda _: log.read_text())
     yield port, proc
     proc.send_signal(signal.SIGTERM)
     proc.wait(timeout=20)

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from gateway.testing import GatewayTestCase
-from tests.helpers import free_port
+from tests.helpers import free_port, start_embedded_mongo
 from tests.test_storage_contract import STORAGE_KEY
 from tests.test_storage_outage import CONFIG
 from wxgate_plugins.storages.embedded_mongo import EmbeddedMongo
@@ -25,8 +25,7 @@ def gauge(metrics: str, name: str) -> float:
 
 @pytest.fixture
 def mongo_server(tmp_path: Path, request: pytest.FixtureRequest) -> Any:
-    mongo = EmbeddedMongo(db=str(tmp_path / "gauges.db"))
-    mongo.start()
+    mongo = start_embedded_mongo(str(tmp_path / "gauges.db"))
     request.cls.mongo = mongo
     yield mongo
     mongo.stop()

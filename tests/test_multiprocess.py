@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -24,7 +25,7 @@ from typing import Any
 import pytest
 
 from gateway.sandbox.world import phone_for
-from tests.helpers import ROOT, WXGATE, free_port, post, run_cli, wait_until_up
+from tests.helpers import ROOT, WXGATE, free_port, post, run_cli, start_on_a_free_port, wait_until_up
 from tests.test_storage_contract import STORAGE_KEY
 
 
@@ -48,15 +49,19 @@ apps:
 
 class Cluster:
     def __init__(self, tmp_path: Path, mongo_uri: str) -> None:
-        self.sandbox_port = free_port()
         self.config = tmp_path / "cluster.yaml"
-        self.config.write_text(config_text(mongo_uri, self.sandbox_port))
-        self.sandbox_url = f"http://127.0.0.1:{self.sandbox_port}"
         self.procs: list[subprocess.Popen[str]] = []
         self.tmp_path = tmp_path
         self.logs: dict[int, Path] = {}
-        self.start([WXGATE, "sandbox", "--config", str(self.config), "--port", str(self.sandbox_port)])
-        wait_until_up(self.sandbox_url + "/_sandbox/_stats", self.procs[0])
+        self.admin_url = ""  # with gateway(admin=...)
+
+        def start_sandbox(port: int) -> subprocess.Popen[str]:
+            self.config.write_text(config_text(mongo_uri, port))  # the apps' upstream: this sandbox
+            return self.start([WXGATE, "sandbox", "--config", str(self.config), "--port", str(port)])
+
+        _, self.sandbox_port, self.sandbox_url = start_on_a_free_port(
+            start_sandbox, "/_sandbox/_stats", output=self.output
+        )
 
     def start(self, command: list[str]) -> subprocess.Popen[str]:
         # a file, not a pipe nobody reads until the end: a full pipe would stop the logging workers
@@ -72,12 +77,27 @@ class Cluster:
     def output(self, proc: subprocess.Popen[str]) -> str:
         return self.logs[proc.pid].read_text()
 
-    def gateway(self, *extra: str) -> str:
-        port = free_port()
-        proc = self.start([WXGATE, "serve", "--config", str(self.config), "--port", str(port), *extra])
-        url = f"http://127.0.0.1:{port}"
-        wait_until_up(url + "/healthz", proc)
-        return url
+    def gateway(self, *extra: str, admin: str | None = None) -> str:
+        """A `wxgate serve` of the cluster's file, serving: its URL. ``admin``: the ``server.admin``
+        options but the port (``token: ...``): an admin listener too, on a port of its own chosen
+        with the public one's, at ``self.admin_url``."""
+
+        def start(port: int) -> subprocess.Popen[str]:
+            if admin is not None:
+                admin_port = free_port()
+                text, found = re.subn(
+                    r"^server: \{log_format: json.*$",
+                    f"server: {{log_format: json, admin: {{port: {admin_port}, {admin}}}}}",
+                    self.config.read_text(),
+                    count=1,
+                    flags=re.MULTILINE,
+                )
+                assert found == 1, "the file has no `server: {log_format: json}` line"
+                self.config.write_text(text)
+                self.admin_url = f"http://127.0.0.1:{admin_port}"
+            return self.start([WXGATE, "serve", "--config", str(self.config), "--port", str(port), *extra])
+
+        return start_on_a_free_port(start, output=self.output).url
 
     def stats(self) -> dict[str, int]:
         with urllib.request.urlopen(self.sandbox_url + "/_sandbox/_stats", timeout=5) as response:
@@ -413,16 +433,9 @@ def test_a_worker_killed_by_a_signal_died_of_that_signal() -> None:
 
 def test_the_admin_listener_reports_every_worker(cluster: Cluster) -> None:
     token = "admin-token-0123456789abcdef"
-    admin_port = free_port()
-    cluster.config.write_text(
-        cluster.config.read_text().replace(
-            "server: {log_format: json}",
-            f"server: {{log_format: json, admin: {{port: {admin_port}, token: {token}}}}}",
-        )
-    )
-    gateway = cluster.gateway("--processes", "2")
+    gateway = cluster.gateway("--processes", "2", admin=f"token: {token}")
     parent = cluster.procs[-1]
-    admin = f"http://127.0.0.1:{admin_port}"
+    admin = cluster.admin_url
     wait_until_up(admin + "/healthz", parent)
     for i in range(12):
         login(cluster, gateway, f"m{i}")

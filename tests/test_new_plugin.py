@@ -11,7 +11,6 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -19,7 +18,7 @@ import pytest
 from gateway.cli import main
 from gateway.cli.new_plugin import plugin_names, write_plugin
 from gateway.registry import Registry
-from tests.helpers import free_port, post
+from tests.helpers import post, start_on_a_free_port
 
 BIN = Path(sys.executable).parent
 ROOT = Path(__file__).resolve().parent.parent
@@ -100,10 +99,8 @@ def test_the_generated_plugin_passes_its_checks_and_serves(tmp_path: Path) -> No
         linted = run(BIN / "ruff", *check, "--no-cache", cwd=package, env=with_plugin)
         assert linted.returncode == 0, linted.stdout + linted.stderr
 
-    port = free_port()
     config = tmp_path / "gateway.yaml"
-    config.write_text(
-        f"""server: {{host: 127.0.0.1, port: {port}}}
+    config_text = """server: {{host: 127.0.0.1, port: {port}}}
 storage: {{plugin: memory}}
 pipelines:
   login: [code2session, persist_user, issue_session]
@@ -115,7 +112,7 @@ pipelines:
 apps:
   demo: {{appid: wx0000000000demo0, secret: demo-secret-123, upstream: sandbox}}
 """
-    )
+    config.write_text(config_text.format(port=8080))  # read, not served: serving writes a free port
     shown = run(BIN / "wxgate", "pipelines", config, cwd=tmp_path, env=with_plugin)
     assert shown.returncode == 0, shown.stderr
     assert "- phone_region  (" in shown.stdout
@@ -124,24 +121,21 @@ apps:
     assert "step phone_region 0.1.0 (entry point wxgate.steps:phone_region" in version.stdout
     assert "hooks wxgate-phone-region:phone_region" in version.stdout
 
-    server = subprocess.Popen(
-        [str(BIN / "wxgate"), "serve", "--config", str(config)],
-        cwd=tmp_path,
-        env=with_plugin,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
+    def start(port: int) -> subprocess.Popen[str]:
+        config.write_text(config_text.format(port=port))  # server.port: no --port
+        return subprocess.Popen(
+            [str(BIN / "wxgate"), "serve", "--config", str(config)],
+            cwd=tmp_path,
+            env=with_plugin,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+
+    server, _, base = start_on_a_free_port(start, timeout=60)
     try:
-        base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                status, device = post(f"{base}/_sandbox/demo/wx.login", {"user": "alice"})
-                break
-            except OSError:
-                assert server.poll() is None, server.stderr.read().decode() if server.stderr else ""
-                assert time.monotonic() < deadline, "the gateway did not start"
-                time.sleep(0.2)
+        status, device = post(f"{base}/_sandbox/demo/wx.login", {"user": "alice"})
+        assert status == 200, device
         status, login = post(f"{base}/v1/demo/login", {"code": device["code"]})
         assert status == 200, login
         _, phone = post(f"{base}/_sandbox/demo/getPhoneNumber", {"user": "alice"})

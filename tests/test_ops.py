@@ -17,7 +17,7 @@ import pytest
 from gateway.config import parse_config
 from gateway.openapi import build_openapi
 from gateway.testing import GatewayTestCase
-from tests.helpers import ROOT, WXGATE, free_port, post, run_cli, wait_until_up
+from tests.helpers import ROOT, WXGATE, post, run_cli, start_on_a_free_port
 
 CONFIG = """
 storage: {plugin: memory}
@@ -247,7 +247,6 @@ def test_every_command_has_help() -> None:
 
 
 def test_sighup_reloads_and_an_invalid_file_is_refused(tmp_path: Path) -> None:
-    port = free_port()
     config = tmp_path / "live.yaml"
     pid_file = tmp_path / "wxgate.pid"
     base_text = CONFIG.replace(
@@ -256,17 +255,19 @@ def test_sighup_reloads_and_an_invalid_file_is_refused(tmp_path: Path) -> None:
     )
     config.write_text(base_text)
     log = tmp_path / "gateway.log"  # a file, read while the gateway runs
-    with log.open("w") as out:
-        proc = subprocess.Popen(
-            [WXGATE, "serve", "--config", str(config), "--port", str(port)],
-            cwd=ROOT,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
+
+    def start(port: int) -> subprocess.Popen[str]:
+        with log.open("w") as out:
+            return subprocess.Popen(
+                [WXGATE, "serve", "--config", str(config), "--port", str(port)],
+                cwd=ROOT,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+
+    proc, _, base = start_on_a_free_port(start, output=lambda _: log.read_text())
     try:
-        base = f"http://127.0.0.1:{port}"
-        wait_until_up(base + "/healthz", proc)
         pid_line, path_line = pid_file.read_text().splitlines()
         assert (int(pid_line), path_line) == (proc.pid, str(config.resolve()))
         other = tmp_path / "other.yaml"  # valid, same pid_file, but not the file the gateway re-reads
@@ -322,17 +323,20 @@ def test_sighup_reloads_and_an_invalid_file_is_refused(tmp_path: Path) -> None:
 
 
 def test_watch_config_reloads_on_change(tmp_path: Path) -> None:
-    port = free_port()
     config = tmp_path / "watched.yaml"
     text = CONFIG.replace("storage: {plugin: memory}", "storage: {plugin: memory}\nserver: {watch_config: true}")
     config.write_text(text)
-    proc = subprocess.Popen(
-        [WXGATE, "serve", "--config", str(config), "--port", str(port)],
-        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True,
-    )  # fmt: skip
+    log = tmp_path / "gateway.log"  # read only if it exits at start
+
+    def start(port: int) -> subprocess.Popen[str]:
+        with log.open("w") as out:
+            return subprocess.Popen(
+                [WXGATE, "serve", "--config", str(config), "--port", str(port)],
+                cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, text=True,
+            )  # fmt: skip
+
+    proc, _, base = start_on_a_free_port(start, output=lambda _: log.read_text())
     try:
-        base = f"http://127.0.0.1:{port}"
-        wait_until_up(base + "/healthz", proc)
 
         def digest() -> str:
             out = subprocess.run(["curl", "-s", base + "/healthz"], capture_output=True, text=True).stdout

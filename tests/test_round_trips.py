@@ -29,7 +29,7 @@ from gateway.config import DEFAULT_CONFIG, Config, parse_config
 from gateway.hooks import Hooks
 from gateway.runtime import Gateway
 from gateway.testing import GatewayTestCase
-from tests.helpers import WXGATE, free_port, post, wait_until_up
+from tests.helpers import WXGATE, post, start_on_a_free_port
 from tests.test_storage_contract import STORAGE_KEY
 from wxgate_plugins.storages.mongo import MongoStorage
 
@@ -168,21 +168,26 @@ def mongo_uri_for_class(
     """The server's URI, and the fake WeChat in its own process, for the test class."""
     cls = request.cls
     cls.mongo_uri = mongo_uri
-    port = free_port()
-    config = tmp_path_factory.mktemp("round-trips") / "sandbox.yaml"
-    text = gateway_config(port, mongo_uri, "unused")
-    start, end = text.index("storage: {"), text.index("# Webhooks:")
-    config.write_text(text[:start] + "storage: {plugin: memory}\n" + text[end:])
-    sandbox = subprocess.Popen(
-        [WXGATE, "sandbox", "--config", str(config), "--port", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        text=True,
-        env={**os.environ, **cls.env},
+    workdir = tmp_path_factory.mktemp("round-trips")
+    config, log = workdir / "sandbox.yaml", workdir / "sandbox.log"
+
+    def start_sandbox(port: int) -> subprocess.Popen[str]:
+        text = gateway_config(port, mongo_uri, "unused")
+        start, end = text.index("storage: {"), text.index("# Webhooks:")
+        config.write_text(text[:start] + "storage: {plugin: memory}\n" + text[end:])
+        with log.open("w") as out:
+            return subprocess.Popen(
+                [WXGATE, "sandbox", "--config", str(config), "--port", str(port)],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                text=True,
+                env={**os.environ, **cls.env},
+            )
+
+    sandbox, _, cls.sandbox_url = start_on_a_free_port(
+        start_sandbox, "/_sandbox/_stats", output=lambda _: log.read_text()
     )
     try:
-        cls.sandbox_url = f"http://127.0.0.1:{port}"
-        wait_until_up(cls.sandbox_url + "/_sandbox/_stats", sandbox)
         yield
     finally:
         sandbox.terminate()

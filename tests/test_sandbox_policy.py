@@ -13,7 +13,7 @@ import pytest
 
 from gateway.config import Config, is_loopback, parse_config
 from gateway.errors import ConfigError
-from tests.helpers import ROOT, WXGATE, free_port, run_cli, wait_until_up
+from tests.helpers import ROOT, WXGATE, run_cli, start_on_a_free_port
 
 REAL = """
   shop:
@@ -93,19 +93,17 @@ def test_sandbox_beside_real_apps_is_a_warning_at_start(tmp_path: Path) -> None:
         + REAL
         + SANDBOX_ON_SHOP.replace("wx00000000000shop", "wx000000000000demo")
     )
-    port = free_port()
-    proc = subprocess.Popen(
-        [WXGATE, "serve", "--config", str(config), "--port", str(port)],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
+    proc, _, _ = start_on_a_free_port(
+        lambda port: subprocess.Popen(
+            [WXGATE, "serve", "--config", str(config), "--port", str(port)],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
     )
-    try:
-        wait_until_up(f"http://127.0.0.1:{port}/healthz", proc)
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        out, _ = proc.communicate(timeout=30)
+    proc.send_signal(signal.SIGTERM)  # it has started: what it warned of is in its output
+    out, _ = proc.communicate(timeout=30)
     events = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
     warnings = [e for e in events if e["event"] == "sandbox_beside_real_apps"]
     assert len(warnings) == 1, out

@@ -11,7 +11,7 @@ import subprocess
 import urllib.parse
 import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,7 @@ from tornado.web import Application
 from gateway.errors import StorageUnavailable
 from gateway.sandbox import SandboxApp, SandboxWorld, make_sandbox_app
 from gateway.sandbox.world import openid_for, phone_for
-from tests.helpers import ROOT, WXGATE, free_port, post, wait_until_up
+from tests.helpers import ROOT, WXGATE, post, start_on_a_free_port
 from tests.test_storage_contract import STORAGE_KEY, open_storage
 
 APPID = "wx00000000000shop"
@@ -45,18 +45,29 @@ apps:
 
 
 class Process:
-    """One `wxgate` command on a fixed port, which can be stopped and started again."""
+    """One `wxgate` command, ``command(port)``, which can be stopped and started again: on the
+    same port, or on another when that one was taken meanwhile."""
 
-    def __init__(self, command: list[str], port: int, probe: str) -> None:
-        self.command, self.url, self.probe = command, f"http://127.0.0.1:{port}", probe
+    def __init__(self, command: Callable[[int], list[str]], probe: str) -> None:
+        self.command, self.probe = command, probe
+        self.port: int | None = None
+        self.url = ""
         self.proc: subprocess.Popen[str] | None = None
         self.outputs: list[str] = []
 
     def start(self) -> None:
-        self.proc = subprocess.Popen(
-            self.command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+        self.proc, self.port, self.url = start_on_a_free_port(
+            lambda port: subprocess.Popen(
+                self.command(port),
+                cwd=ROOT,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+                start_new_session=True,
+            ),
+            self.probe,
+            port=self.port,
         )
-        wait_until_up(self.url + self.probe, self.proc)
 
     def stop(self) -> None:
         if self.proc is None:
@@ -81,10 +92,9 @@ def processes() -> Iterator[list[Process]]:
 
 
 def gateway_process(tmp_path: Path, mongo_uri: str, processes: list[Process]) -> Process:
-    port = free_port()
     config = tmp_path / "gateway.yaml"
     config.write_text(config_text(mongo_uri, "sandbox", "sbx" + uuid.uuid4().hex[:10]))
-    process = Process([WXGATE, "serve", "--config", str(config), "--port", str(port)], port, "/healthz")
+    process = Process(lambda port: [WXGATE, "serve", "--config", str(config), "--port", str(port)], "/healthz")
     processes.append(process)
     process.start()
     return process
@@ -144,10 +154,14 @@ def code2session(sandbox: str, code: str) -> dict[str, Any]:
 def test_the_standalone_sandbox_keeps_users_and_tokens_across_its_restart(
     tmp_path: Path, mongo_uri: str, processes: list[Process]
 ) -> None:
-    port = free_port()
     config = tmp_path / "sandbox.yaml"
-    config.write_text(config_text(mongo_uri, f"http://127.0.0.1:{port}", "sbx" + uuid.uuid4().hex[:10]))
-    sandbox = Process([WXGATE, "sandbox", "--config", str(config), "--port", str(port)], port, "/_sandbox/_stats")
+    database = "sbx" + uuid.uuid4().hex[:10]  # the same at the restart
+
+    def command(port: int) -> list[str]:
+        config.write_text(config_text(mongo_uri, f"http://127.0.0.1:{port}", database))
+        return [WXGATE, "sandbox", "--config", str(config), "--port", str(port)]
+
+    sandbox = Process(command, "/_sandbox/_stats")
     processes.append(sandbox)
     sandbox.start()
     status, device = post(sandbox.url + "/_sandbox/shop/wx.login", {"user": "sam"})

@@ -41,7 +41,7 @@ from schemathesis.checks import (
 
 from gateway.errors import all_error_classes
 from gateway.openapi import build_openapi
-from tests.helpers import ROOT, WXGATE, free_port, post, wait_until_up
+from tests.helpers import ROOT, WXGATE, post, start_on_a_free_port
 
 EXAMPLES = 25
 ANSWER_SECONDS = 5.0
@@ -68,7 +68,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     config, count = re.subn(r"(rate_limit: \{[^}]*limit: )\d+", r"\g<1>1000000", shipped)
     assert count >= 1, "config/gateway.yaml has no rate_limit step any more: revisit this test"
     (workdir / "gateway.yaml").write_text(config)
-    port = free_port()
     log = workdir / "gateway.log"
     env = {
         **os.environ,
@@ -78,18 +77,20 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         "WXGATE_HOST": "127.0.0.1",
         "WXGATE_WEBHOOK_URL": "",
     }
-    with log.open("w") as out:
-        proc = subprocess.Popen(
-            [WXGATE, "serve", "--config", str(workdir / "gateway.yaml"), "--port", str(port)],
-            cwd=workdir,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            text=True,
-            env=env,
-        )
-    base = f"http://127.0.0.1:{port}"
+
+    def start(port: int) -> subprocess.Popen[str]:
+        with log.open("w") as out:
+            return subprocess.Popen(
+                [WXGATE, "serve", "--config", str(workdir / "gateway.yaml"), "--port", str(port)],
+                cwd=workdir,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                text=True,
+                env=env,
+            )
+
+    proc, _, base = start_on_a_free_port(start, output=lambda _: log.read_text())
     try:
-        wait_until_up(base + "/healthz", proc)
         _, device = post(base + "/_sandbox/demo/wx.login", {"user": "schemathesis"})
         status, login = post(base + "/v1/demo/login", {"code": device["code"]})
         assert status == 200, login

@@ -12,6 +12,7 @@ import pytest
 from gateway.errors import StorageUnavailable
 from gateway.sandbox.world import phone_for
 from gateway.testing import GatewayTestCase
+from tests.helpers import start_embedded_mongo
 from tests.test_storage_contract import STORAGE_KEY
 from wxgate_plugins.storages.embedded_mongo import EmbeddedMongo
 
@@ -29,8 +30,7 @@ apps:
 
 @pytest.fixture
 def server(tmp_path: Path, request: pytest.FixtureRequest) -> Any:
-    mongo = EmbeddedMongo(db=str(tmp_path / "outage.db"))
-    mongo.start()
+    mongo = start_embedded_mongo(str(tmp_path / "outage.db"))
     request.cls.mongo = mongo
     yield mongo
     mongo.stop()

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import ROOT, free_port, post, wait_until_up
+from tests.helpers import ROOT, post, start_on_a_free_port
 
 # What a wheel is built from: the files setup.cfg reads. A copy, so that the build leaves
 # nothing (build/, *.egg-info) in the checkout others work in.
@@ -90,19 +90,19 @@ def installed(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 def served(installed: Path, tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[str]]]:
     empty = tmp_path / "empty"
     empty.mkdir()
-    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("WXGATE_", "PYTHON", "VIRTUAL_ENV"))}
-    proc = subprocess.Popen(
-        [str(installed / "bin" / "wxgate"), "serve", "--port", str(port)],
-        cwd=empty,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env={**env, "WXGATE_LOG_FORMAT": "json"},
+    proc, _, url = start_on_a_free_port(
+        lambda port: subprocess.Popen(
+            [str(installed / "bin" / "wxgate"), "serve", "--port", str(port)],
+            cwd=empty,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env={**env, "WXGATE_LOG_FORMAT": "json"},
+        )
     )
     try:
-        wait_until_up(f"http://127.0.0.1:{port}/healthz", proc)
-        yield f"http://127.0.0.1:{port}", proc
+        yield url, proc
     finally:
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
