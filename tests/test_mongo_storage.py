@@ -18,7 +18,7 @@ from structlog.testing import capture_logs
 from gateway.config import parse_config
 from gateway.errors import ConfigError, StorageUnavailable
 from gateway.sealing import key_id, new_key_text, parse_key
-from gateway.storage import AccessToken, LoginSession, PhoneBinding
+from gateway.storage import AccessToken, LoginSession, OutboxEvent, PhoneBinding
 from tests.helpers import free_port
 from tests.test_round_trips import CommandCounter
 from tests.test_storage_contract import KEY_A, KEY_B, KEY_C
@@ -315,9 +315,8 @@ class UpdateFilters(monitoring.CommandListener):
         self.filters: list[dict[str, Any]] = []
 
     def started(self, event: monitoring.CommandStartedEvent) -> None:
-        if event.database_name == self.database and event.command_name == "update":
-            if event.command["update"] == "users":
-                self.filters.extend(dict(u["q"]) for u in event.command["updates"])
+        if (event.database_name, event.command_name, event.command.get("update")) == (self.database, "update", "users"):
+            self.filters.extend(dict(u["q"]) for u in event.command["updates"])
 
     def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
         pass
@@ -341,7 +340,7 @@ def test_the_phone_is_written_by_the_record_id_the_process_last_saw(mongo_uri: s
             storage.event_listeners.append(listener)
             await storage.start()
         client: MongoClient[dict[str, Any]] = MongoClient(mongo_uri, serverSelectionTimeoutMS=5000)
-        users = client[database].users
+        users: Any = client[database].users
         try:
             await first.login_user("wxapp", "o1", None, KEY_A, time.time())
             record_id = users.find_one({"openid": "o1"})["_id"]
@@ -384,3 +383,62 @@ def test_the_sweep_removes_expired_sessions_only(mongo_uri: str) -> None:
         assert not [index for index in db.sessions.list_indexes() if "expireAfterSeconds" in index]
 
     run_with_attacker(mongo_uri, body)
+
+
+class OutboxClaims(monitoring.CommandListener):
+    def __init__(self, database: str) -> None:
+        self.database = database
+        self.queries: list[dict[str, Any]] = []
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        command = (event.database_name, event.command_name, event.command.get("findAndModify"))
+        if command == (self.database, "findAndModify", "outbox"):
+            self.queries.append(dict(event.command["query"]))
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        pass
+
+
+def test_a_claim_selects_on_due_at_alone(mongo_uri: str) -> None:
+    """Claims select on one indexed field that only waiting events have: delivered and dead
+    events are not in that index, so a claim does not grow with the outbox (the embedded
+    server reads the whole outbox for a query on status and time)."""
+    database = "due" + uuid.uuid4().hex[:8]
+    listener = OutboxClaims(database)
+
+    async def main() -> None:
+        storage = mongo(mongo_uri, database, new_key_text())
+        storage.event_listeners.append(listener)
+        await storage.start()
+        client: MongoClient[dict[str, Any]] = MongoClient(mongo_uri, serverSelectionTimeoutMS=5000)
+        outbox: Any = client[database].outbox
+        try:
+            now = time.time()
+            for name in ("a:crm", "b:crm", "c:crm"):
+                event = OutboxEvent(name, "phone.bound", "wxapp", "crm", {"n": 1}, now, next_attempt_at=now)
+                await storage.enqueue_event(event)
+            listener.queries.clear()
+            a, b, c = await storage.claim_events("w1", 3, 30, now + 1)
+            assert listener.queries == [{"due_at": {"$lte": now + 1}}] * 3
+            # delivering: due when the lease ends; delivered and dead: not due at all
+            assert outbox.find_one({"_id": a.id})["due_at"] == pytest.approx(now + 31, abs=2)
+            await storage.ack_event(a.id, "w1", now + 3600)
+            await storage.dead_letter_event(b.id, "w1", "HTTP 400")
+            await storage.retry_event(c.id, "w1", now + 50, "HTTP 503")
+            due = {d["_id"]: d.get("due_at") for d in outbox.find({})}
+            assert due == {a.id: None, b.id: None, c.id: pytest.approx(now + 50, abs=0.01)}
+            assert await storage.claim_events("w1", 3, 30, now + 49) == []
+            assert [e.id for e in await storage.claim_events("w1", 3, 30, now + 51)] == [c.id]
+            # an expired lease makes it due again; a requeued dead letter is due at once
+            assert [e.id for e in await storage.claim_events("w2", 3, 30, now + 200)] == [c.id]
+            assert await storage.requeue_events([b.id], now + 300) == 1
+            # (c's lease from w2 ended at now + 230: it is due again too, and first)
+            assert [e.id for e in await storage.claim_events("w3", 3, 30, now + 301)] == [c.id, b.id]
+        finally:
+            client.close()
+            await storage.close()
+
+    asyncio.run(main())

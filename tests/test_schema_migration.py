@@ -17,7 +17,7 @@ from structlog.testing import capture_logs
 
 from gateway.errors import ConfigError
 from gateway.sealing import KeyRing, new_key_text, parse_key
-from gateway.storage import LoginSession
+from gateway.storage import LoginSession, OutboxEvent
 from tests.test_storage_contract import KEY_A, KEY_B, KEY_C
 from wxgate_plugins.storages.mongo import MongoOptions, MongoStorage
 from wxgate_plugins.storages.mongo_schema import SCHEMA_VERSION
@@ -173,9 +173,18 @@ def test_layout_2_loses_the_sessions_ttl_index_and_keeps_its_sessions(mongo_uri:
         now = time.time()
         for name, expires in (("h-live", now + 3600), ("h-expired", now - 60)):
             await old.put_login_session(LoginSession(name, "wxapp", "o1", None, now - 120, expires))
+        for name in ("ev-1:crm", "ev-2:crm"):
+            event = OutboxEvent(name, "phone.bound", "wxapp", "crm", {"n": 1}, now, next_attempt_at=now)
+            await old.enqueue_event(event)
+        (delivered,) = await old.claim_events("w1", 1, 30, now + 1)
+        await old.ack_event(delivered.id, "w1", now + 3600)
+        waiting = ({"ev-1:crm", "ev-2:crm"} - {delivered.id}).pop()
         await old.close()
         client: MongoClient[dict[str, Any]] = MongoClient(mongo_uri, serverSelectionTimeoutMS=5000)
         db = client[database]
+        # layout 2 had no due_at, and claimed by status and time
+        db.outbox.update_many({}, {"$unset": {"due_at": ""}})
+        db.outbox.create_index([("status", 1), ("next_attempt_at", 1)])
         for index in db.sessions.list_indexes():
             if dict(index["key"]) == {"expire_at": 1}:
                 db.sessions.drop_index(index["name"])
@@ -205,6 +214,12 @@ def test_layout_2_loses_the_sessions_ttl_index_and_keeps_its_sessions(mongo_uri:
             assert await new.get_login("h-expired") is None
             assert await new.get_login("h-live") is not None
             assert await new.sweep_expired_sessions(time.time()) == 0
+            # the waiting event is claimable again; the delivered one stays delivered
+            outbox_keys = [list(dict(index["key"])) for index in db.outbox.list_indexes()]
+            assert ["status", "next_attempt_at"] not in outbox_keys
+            assert ["due_at"] in outbox_keys
+            claimed = await new.claim_events("w2", 10, 30, time.time())
+            assert [e.id for e in claimed] == [waiting]
         finally:
             await new.close()
             client.close()

@@ -145,7 +145,8 @@ def test_a_forged_outbox_event_is_dead_lettered_not_delivered(mongo_uri: str) ->
         now = time.time()
         forged = event("forged:crm", now)
         fields = dataclasses.asdict(forged)
-        db.outbox.insert_one({"_id": fields.pop("id"), **fields})  # what enqueue_event writes, but no MAC
+        # what enqueue_event writes (due_at: when it may be claimed), but no MAC
+        db.outbox.insert_one({"_id": fields.pop("id"), **fields, "due_at": forged.next_attempt_at})
         with capture_logs() as logs:
             assert await storage.claim_events("w1", 10, 30, now + 1) == []
         (rejected,) = rejections(logs)
@@ -373,7 +374,14 @@ apps:
             genuine = db.outbox.find_one({})
             forged_payload = {**genuine["payload"], "id": "forged", "openid": "victim"}
             db.outbox.insert_one(
-                {**genuine, "_id": "forged:crm", "payload": forged_payload, "status": "pending", "attempts": 0}
+                {
+                    **genuine,
+                    "_id": "forged:crm",
+                    "payload": forged_payload,
+                    "status": "pending",
+                    "attempts": 0,
+                    "due_at": time.time(),
+                }
             )
         status, body = get(gateway + "/v1/shop/session", token)
         assert (status, body["error"]["code"]) == (401, "session_invalid")

@@ -18,7 +18,11 @@ every few minutes). A session past its ``expires_at`` was refused on read before
 is: only who deletes the record changes. Why: the MongoDB wire-protocol server the embedded
 default runs (nx-27017) applies a collection's TTL on every read of it, two deletes per
 read, and the session read is on every authenticated request (measured: 0.5 ms of server
-CPU per read, as much as the read itself).
+CPU per read, as much as the read itself). And outbox events waiting to be claimed get
+``due_at`` (a pending event's next attempt, a delivering one's lease end; absent once
+delivered or dead), indexed alone, which claims select on: the same server reads the whole
+outbox for a claim on status and time, delivered events included (11 ms a claim with 5,000
+of them, two claims per event).
 """
 
 from __future__ import annotations
@@ -154,14 +158,28 @@ async def _layout_1_to_2(storage: MongoStorage, owner: str) -> None:
 
 
 async def _layout_2_to_3(storage: MongoStorage) -> None:
-    """Drop the TTL index of ``sessions`` (by the name the server reports: servers name
-    indexes differently); idempotent. The plain index replacing it is made at start."""
+    """Drop the TTL index of ``sessions`` and the outbox's claim index on status and time (by
+    the names the server reports: servers name indexes differently; the plain indexes that
+    replace them are made at start); give waiting events their ``due_at``. Idempotent."""
+    db = storage.db
     dropped = []
-    async for index in await _listed(storage.db.sessions.list_indexes()):
+    async for index in await _listed(db.sessions.list_indexes()):
         if "expireAfterSeconds" in index:
-            await storage.db.sessions.drop_index(index["name"])
-            dropped.append(str(index["name"]))
-    log.info("storage_layout_3", sessions_ttl_indexes_dropped=dropped)
+            await db.sessions.drop_index(index["name"])
+            dropped.append(f"sessions.{index['name']}")
+    async for index in await _listed(db.outbox.list_indexes()):
+        if list(dict(index["key"])) == ["status", "next_attempt_at"]:
+            await db.outbox.drop_index(index["name"])
+            dropped.append(f"outbox.{index['name']}")
+    waiting = 0
+    # one by one: the test server does not run update pipelines ($set from another field)
+    for status, field in (("pending", "next_attempt_at"), ("delivering", "lease_until")):
+        async for doc in db.outbox.find({"status": status}, {field: 1}):
+            due = doc.get(field)
+            if isinstance(due, int | float) and not isinstance(due, bool):
+                await db.outbox.update_one({"_id": doc["_id"], "status": status}, {"$set": {"due_at": due}})
+                waiting += 1
+    log.info("storage_layout_3", indexes_dropped=dropped, waiting_events=waiting)
 
 
 async def _listed(cursor: Any) -> Any:
