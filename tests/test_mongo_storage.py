@@ -442,3 +442,20 @@ def test_a_claim_selects_on_due_at_alone(mongo_uri: str) -> None:
             await storage.close()
 
     asyncio.run(main())
+
+
+def test_a_delivery_cut_off_takes_its_turn_by_when_it_was_due(mongo_uri: str) -> None:
+    """An event whose lease expired (its deliverer lost the storage mid-delivery) is claimed
+    before events scheduled after it, though its lease ended after they became due."""
+
+    async def body(storage: MongoStorage, db: Any) -> None:
+        now = time.time()
+        first = OutboxEvent("first:crm", "phone.bound", "wxapp", "crm", {"n": 1}, now, next_attempt_at=now)
+        await storage.enqueue_event(first)
+        assert [e.id for e in await storage.claim_events("gone", 1, 30, now)] == [first.id]  # lease to now + 30
+        later = OutboxEvent("later:crm", "phone.bound", "wxapp", "crm", {"n": 2}, now, next_attempt_at=now + 10)
+        await storage.enqueue_event(later)
+        assert [e.id for e in await storage.claim_events("w2", 1, 30, now + 40)] == [first.id]
+        assert [e.id for e in await storage.claim_events("w2", 1, 30, now + 40)] == [later.id]
+
+    run_with_attacker(mongo_uri, body)

@@ -807,7 +807,9 @@ class MongoStorage(Storage):
             doc = await self.db.outbox.find_one_and_update(
                 due,
                 {"$set": {"status": "delivering", "lease_owner": owner, "lease_until": until, "due_at": until}},
-                sort=[("due_at", ASCENDING)],
+                # oldest scheduled first: an event whose delivery was cut off (its lease expired)
+                # takes its turn by when it was due, not behind everything queued since
+                sort=[("next_attempt_at", ASCENDING)],
                 return_document=ReturnDocument.AFTER,
             )
             if doc is None:
