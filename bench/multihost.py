@@ -41,7 +41,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.multihost_load import Clients, DeviceError, Result, percentile, phone_load  # noqa: E402
-from bench.multihost_net import NetError, Topology  # noqa: E402
+from bench.multihost_net import NetError, Topology, sweep_leftovers  # noqa: E402
 from bench.multihost_procs import Procs  # noqa: E402
 
 BIN = Path(sys.executable).parent
@@ -206,6 +206,9 @@ class Drill:
     # --- hosts ----------------------------------------------------------------------------
 
     def build(self) -> None:
+        left = sweep_leftovers()
+        if left:
+            print(f"removed what earlier drills, killed, left behind: {', '.join(left)}", flush=True)
         self.topo.build(BACK, FRONT)
         hosts = self.topo.hosts
         (self.workdir / "gateway.yaml").write_text(

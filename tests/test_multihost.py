@@ -73,3 +73,34 @@ def test_short_drill_meets_every_expectation() -> None:
     for phase in ("shared state", "one access token", "host cut off", "host killed", "storage host restart", "slow"):
         assert f"== {phase}" in report, report
     assert "6 of 6 phases ok" in report, report
+
+
+@as_root
+@with_iproute2
+def test_what_a_killed_drill_left_behind_is_removed() -> None:
+    """A drill killed with SIGKILL cannot remove its namespaces: the next one removes those named
+    after a pid that no longer runs (stopping what still runs inside them), and no other."""
+    sys.path.insert(0, str(ROOT))
+    from bench.multihost_net import sweep_leftovers
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()  # a pid that has just ended (reused within this test only by bad luck)
+    alive = os.getpid()
+    names = [f"wxm{dead.pid}sto", f"wxm{alive}sto"]
+    sleeper = None
+    try:
+        for name in names:
+            subprocess.run(["ip", "netns", "add", name], check=True, timeout=10)
+        sleeper = subprocess.Popen(["ip", "netns", "exec", names[0], "sleep", "120"])
+        removed = sweep_leftovers()
+        assert names[0] in removed
+        assert names[1] not in removed  # a running drill's
+        assert sleeper.wait(timeout=10) != 0  # stopped, not left running in a namespace nobody can see
+        listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, timeout=10).stdout
+        assert names[0] not in listed
+        assert names[1] in listed
+    finally:
+        if sleeper is not None and sleeper.poll() is None:
+            sleeper.kill()
+        for name in names:
+            subprocess.run(["ip", "netns", "del", name], capture_output=True, timeout=10)
