@@ -13,6 +13,7 @@ storage is told when, at the ack). Nothing here runs on a request's path.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import hashlib
 import hmac
@@ -60,7 +61,8 @@ class Deliverer:
         self._wake = asyncio.Event()
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
-        self._turn: asyncio.Future[None] | None = None
+        # callers waiting for an idle poll's turn (the outbox gauges, the session sweep), first come first
+        self._turns: collections.deque[asyncio.Future[None]] = collections.deque()
         # the soonest next_attempt_at this process gave a retried event (the next poll's deadline)
         self._next_due: float | None = None
 
@@ -70,16 +72,20 @@ class Deliverer:
     async def idle_turn(self, limit: float) -> None:
         """Wait until the delivery loop would next poll an idle outbox, and take that poll's
         place: the caller's storage command (the outbox gauges' refresh) then adds none to
-        an idle process's one command per ``poll_interval``. Returns at once when the loop
+        an idle process's one command per ``poll_interval``; several callers take turns, one a
+        poll. Returns at once when the loop
         is not running, and after ``limit`` seconds when it is busy delivering (a process
         that is not idle has no idle budget to keep)."""
         if self._task is None or self._task.done() or self._stopping:
             return
-        turn = self._turn = asyncio.get_running_loop().create_future()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(turn, limit)  # on timeout turn is cancelled: the loop polls as usual
-        if self._turn is turn:
-            self._turn = None
+        turn = asyncio.get_running_loop().create_future()
+        self._turns.append(turn)
+        try:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(turn, limit)  # on timeout turn is cancelled: the loop polls as usual
+        finally:
+            with contextlib.suppress(ValueError):
+                self._turns.remove(turn)
 
     def start(self) -> None:
         """Run the delivery loop (only while some endpoint is configured)."""
@@ -142,10 +148,14 @@ class Deliverer:
             except TimeoutError:
                 if wait < self.settings.poll_interval:
                     return  # a retry is due: its claim is this poll, not the gauges' read
-                turn, self._turn = self._turn, None
-                if turn is not None and not turn.done():
-                    turn.set_result(None)  # this poll's turn goes to the waiting read
-                    continue
+                while self._turns:
+                    turn = self._turns.popleft()
+                    if not turn.done():
+                        turn.set_result(None)  # this poll's turn goes to the first waiting caller
+                        break
+                else:
+                    return
+                continue
             return
 
     async def _deliver(self, event: OutboxEvent) -> None:

@@ -27,6 +27,7 @@ from gateway.metrics import Metrics, OutboxGaugeRefresher
 from gateway.pipeline import Pipeline
 from gateway.probes import Probes
 from gateway.sandbox import SandboxApp, SandboxWorld
+from gateway.session_sweeper import SessionSweeper
 from gateway.storage import Storage
 from gateway.wechat.client import WeChatClient
 
@@ -95,6 +96,7 @@ class Gateway:
         self.access_log = get_logger("wxgate.access").bind()
         self.deliverer = Deliverer(self.storage, config.webhooks, http, self.metrics)
         self.outbox_gauges = OutboxGaugeRefresher(self.storage, self.metrics, turn=self.deliverer.idle_turn)
+        self.session_sweeper = SessionSweeper(self.storage, turn=self.deliverer.idle_turn)
         self.sandbox: SandboxWorld | None = (
             # its simulated users and tokens are kept in the gateway's storage, across restarts
             SandboxWorld(apps=[], max_users=config.sandbox.max_users, storage=self.storage)
@@ -162,12 +164,14 @@ class Gateway:
         self.metrics.storage_seen(True)
         self.deliverer.start()
         self.outbox_gauges.start()
+        self.session_sweeper.start()
         self.hooks.notify(
             "wxgate_startup", config_digest=self.config.digest, apps=list(self.config.apps), pid=os.getpid()
         )
 
     async def close(self) -> None:
         await self.outbox_gauges.stop()
+        await self.session_sweeper.stop()
         await self.deliverer.stop()
         self.hooks.notify("wxgate_shutdown", pid=os.getpid())
         await self.hooks.drain()

@@ -210,6 +210,13 @@ class Storage(ABC):
     @abstractmethod
     async def put_login_session(self, session: LoginSession) -> None: ...
 
+    async def sweep_expired_sessions(self, now: float) -> int:
+        """Remove the session records that expired before ``now``; how many went. The gateway
+        calls it every few minutes in each process, in place of an idle outbox poll. This
+        default does nothing: for storages whose records expire by themselves (a TTL index,
+        or a sweep while writing). Expired sessions are refused on read either way."""
+        return 0
+
     @abstractmethod
     async def get_login_session(self, token_hash: str) -> LoginSession | None:
         """The session for this token hash, expired or not (the caller tells them apart)."""

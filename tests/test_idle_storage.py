@@ -13,6 +13,7 @@ from typing import Any
 from gateway.config import parse_config
 from gateway.hooks import Hooks
 from gateway.runtime import Gateway
+from gateway.storage import LoginSession
 from tests.helpers import free_port
 from tests.test_round_trips import CommandCounter
 from tests.test_storage_contract import STORAGE_KEY
@@ -158,3 +159,35 @@ def test_a_retry_is_claimed_when_due_and_a_delivery_costs_three_commands(mongo_u
         asyncio.run(main())
     finally:
         receiver.stop()
+
+
+def test_the_session_sweep_and_the_gauges_take_idle_polls_turns(mongo_uri: str) -> None:
+    """Expired sessions are removed in the background, in place of an idle poll: with the sweep
+    due every two seconds besides the gauges' read, an idle process still sends at most one
+    command a second."""
+    down = f"http://127.0.0.1:{free_port()}/hook"
+
+    async def main() -> None:
+        gateway, counter = await started(mongo_uri, down)
+        try:
+            now = time.time()
+            await gateway.storage.put_login_session(LoginSession("h-expired", "wx00000000000shop", "o1", None, 1, 2))
+            await gateway.storage.put_login_session(
+                LoginSession("h-live", "wx00000000000shop", "o1", None, now, now + 3600)
+            )
+            await gateway.session_sweeper.stop()
+            gateway.session_sweeper.interval = 2.0
+            gateway.session_sweeper.start()
+            await first_poll_done(counter)
+            counter.commands.clear()
+            await asyncio.sleep(WINDOW)
+            commands = list(counter.commands)
+            assert len(commands) <= WINDOW, commands
+            assert ("delete", "sessions") in commands  # the sweep ran
+            assert ("findAndModify", "outbox") in commands  # and the deliverer still polled
+            assert await gateway.storage.get_login_session("h-expired") is None
+            assert await gateway.storage.get_login_session("h-live") is not None
+        finally:
+            await gateway.close()
+
+    asyncio.run(main())

@@ -17,14 +17,13 @@ open, is treated as absent (an outbox event: dead-lettered) and logged as
 Layout (docs/storage.md; :mod:`.mongo_schema` migrates older databases at start): a
 user's record in ``users`` holds the session keys and phones too, so that a login is one
 write and a request's authentication one read (the session, with the user's record joined
-by ``$lookup``). Expired sessions are removed by the storage itself, every
-:data:`SESSION_SWEEP_SECONDS` (see :mod:`.mongo_schema`, layout 3, for why not by a TTL
-index).
+by ``$lookup``). Expired sessions are removed by :meth:`MongoStorage.sweep_expired_sessions`,
+which the gateway calls every few minutes (see :mod:`.mongo_schema`, layout 3, for why not
+by a TTL index).
 """
 
 from __future__ import annotations
 
-import asyncio
 import atexit
 import dataclasses
 import datetime as dt
@@ -32,7 +31,6 @@ import functools
 import inspect
 import json
 import os
-import random
 import tempfile
 import time
 from collections import OrderedDict
@@ -67,9 +65,6 @@ from wxgate_plugins.storages.mongo_schema import migrate, phone_slot
 P = ParamSpec("P")
 R = TypeVar("R")
 CAS_ATTEMPTS = 5
-# How often each process removes the sessions that have expired (the first time at a random
-# point of the second half of the interval, so processes started together do not sweep together).
-SESSION_SWEEP_SECONDS = 600.0
 # Users whose record id this process remembers (see MongoStorage._record_ids).
 RECORD_IDS_REMEMBERED = 20_000
 log = get_logger("wxgate.storage")
@@ -165,7 +160,6 @@ class MongoStorage(Storage):
         self.db: Any = None
         # PyMongo command listeners for the client start() makes (tests count round trips with them).
         self.event_listeners: list[Any] = []
-        self._sweeper: asyncio.Task[None] | None = None
         # (appid, openid) -> the _id of the user's record, as last read or written here. A
         # record's id never changes, so this can only be missing or name a record since
         # deleted (then the write by id matches nothing and falls back to appid and openid).
@@ -228,27 +222,12 @@ class MongoStorage(Storage):
             await self._create_indexes()
         except PyMongoError as exc:
             raise StorageUnavailable(log_detail=f"mongo start: {type(exc).__name__}: {exc}") from None
-        if self._sweeper is None:
-            self._sweeper = asyncio.get_running_loop().create_task(self._sweep_sessions_forever())
-
-    async def _sweep_sessions_forever(self) -> None:
-        delay = random.uniform(0.5, 1.0) * SESSION_SWEEP_SECONDS  # noqa: S311 (spreading, not a secret)
-        while True:
-            await asyncio.sleep(delay)
-            delay = SESSION_SWEEP_SECONDS
-            try:
-                await self.sweep_expired_sessions(time.time())
-            except StorageUnavailable as exc:
-                log.warning("sessions_sweep_failed", error=exc.log_detail)  # the next sweep removes them
 
     @_guarded
     async def sweep_expired_sessions(self, now: float) -> int:
-        """Remove the sessions that expired before ``now`` (one command); how many went."""
+        """One indexed ``deleteMany`` (layout 3: no TTL index on sessions)."""
         result = await self.db.sessions.delete_many({"expire_at": {"$lt": _utc(now)}})
-        removed = int(result.deleted_count)
-        if removed:
-            log.info("sessions_swept", removed=removed)
-        return removed
+        return int(result.deleted_count)
 
     async def _create_indexes(self) -> None:
         db = self.db
@@ -265,9 +244,6 @@ class MongoStorage(Storage):
         await db.sandbox_users.create_index([("created_at", ASCENDING)])  # dropping the oldest first
 
     async def close(self) -> None:
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-            self._sweeper = None
         if self.client is not None:
             result = self.client.close()
             if inspect.isawaitable(result):

@@ -13,8 +13,8 @@ login is one write and the session read finds keys and phone with one command); 
 without a MAC stay absent, as before the upgrade.
 
 Layout 2 to 3: ``sessions`` loses its TTL index (its ``expire_at`` index stays, plain), and
-the storage removes expired sessions itself (:meth:`MongoStorage.sweep_expired_sessions`,
-every few minutes). A session past its ``expires_at`` was refused on read before and still
+expired sessions are removed by :meth:`MongoStorage.sweep_expired_sessions`, which each
+gateway process calls every ten minutes. A session past its ``expires_at`` was refused on read before and still
 is: only who deletes the record changes. Why: the MongoDB wire-protocol server the embedded
 default runs (nx-27017) applies a collection's TTL on every read of it, two deletes per
 read, and the session read is on every authenticated request (measured: 0.5 ms of server
