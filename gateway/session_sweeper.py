@@ -69,7 +69,9 @@ class SessionSweeper:
     async def _run(self) -> None:
         await asyncio.sleep(random.uniform(0.5, 1.0) * self.interval)  # noqa: S311 (spreading, not a secret)
         while True:
+            began = time.monotonic()
             if self.turn is not None:
                 await self.turn(self.interval)
             await self.sweep()
-            await asyncio.sleep(self.interval)
+            # the wait for a turn is part of the interval: a busy process still sweeps every interval
+            await asyncio.sleep(max(0.0, self.interval - (time.monotonic() - began)))

@@ -442,18 +442,60 @@ def test_a_claim_selects_on_due_at_alone(mongo_uri: str) -> None:
     asyncio.run(main())
 
 
-def test_a_delivery_cut_off_takes_its_turn_by_when_it_was_due(mongo_uri: str) -> None:
-    """An event whose lease expired (its deliverer lost the storage mid-delivery) is claimed
-    before events scheduled after it, though its lease ended after they became due."""
+def test_what_a_layout_2_wxgate_writes_after_the_migration_is_set_right(mongo_uri: str) -> None:
+    """A wxgate of layout 2 still running after the database was migrated writes status and
+    times but no due_at, and recreates its indexes: a delivered or dead event keeps a due_at
+    in the past, an event it leased keeps an old one, one it enqueued has none. None of them is
+    sent again or twice, the new one is delivered, and the next start drops the old indexes."""
+    database = "old" + uuid.uuid4().hex[:8]
+    key = new_key_text()
 
-    async def body(storage: MongoStorage, db: Any) -> None:
-        now = time.time()
-        first = OutboxEvent("first:crm", "phone.bound", "wxapp", "crm", {"n": 1}, now, next_attempt_at=now)
-        await storage.enqueue_event(first)
-        assert [e.id for e in await storage.claim_events("gone", 1, 30, now)] == [first.id]  # lease to now + 30
-        later = OutboxEvent("later:crm", "phone.bound", "wxapp", "crm", {"n": 2}, now, next_attempt_at=now + 10)
-        await storage.enqueue_event(later)
-        assert [e.id for e in await storage.claim_events("w2", 1, 30, now + 40)] == [first.id]
-        assert [e.id for e in await storage.claim_events("w2", 1, 30, now + 40)] == [later.id]
+    async def main() -> None:
+        storage = mongo(mongo_uri, database, key)
+        await storage.start()
+        client: MongoClient[dict[str, Any]] = MongoClient(mongo_uri, serverSelectionTimeoutMS=5000)
+        db: Any = client[database]
+        try:
+            now = time.time()
+            names = ("acked:crm", "dead:crm", "leased:crm", "new:crm")
+            for name in names:
+                event = OutboxEvent(name, "phone.bound", "wxapp", "crm", {"n": 1}, now - 60, next_attempt_at=now - 60)
+                await storage.enqueue_event(event)
+            # what the layout-2 code does: $set only
+            db.outbox.update_one({"_id": "acked:crm"}, {"$set": {"status": "delivered", "lease_until": 0.0}})
+            db.outbox.update_one({"_id": "dead:crm"}, {"$set": {"status": "dead", "lease_until": 0.0}})
+            db.outbox.update_one(
+                {"_id": "leased:crm"},
+                {"$set": {"status": "delivering", "lease_owner": "old", "lease_until": now + 300}},
+            )
+            db.outbox.update_one({"_id": "new:crm"}, {"$unset": {"due_at": ""}})
+            with capture_logs() as logs:
+                assert await storage.claim_events("w1", 10, 30, now) == []  # nothing really due yet
+            restored = sorted(e["id"] for e in logs if e["event"] == "outbox_due_at_restored")
+            assert restored == ["acked:crm", "dead:crm", "leased:crm"]
+            state = {d["_id"]: (d["status"], d.get("due_at"), d.get("lease_owner")) for d in db.outbox.find({})}
+            assert state["acked:crm"] == ("delivered", None, None)
+            assert state["dead:crm"] == ("dead", None, None)
+            assert state["leased:crm"][0::2] == ("delivering", "old")
+            assert state["leased:crm"][1] == pytest.approx(now + 300, abs=0.01)
+            # the old wxgate recreates its indexes, and the next start settles what it wrote
+            db.sessions.create_index([("expire_at", 1)], expireAfterSeconds=0)
+            db.outbox.create_index([("status", 1), ("next_attempt_at", 1)])
+            again = mongo(mongo_uri, database, key)
+            with capture_logs() as logs:
+                await again.start()
+            try:
+                (settled,) = [e for e in logs if e["event"] == "storage_layout_3_settled"]
+                assert settled["waiting_events"] == 1
+                assert len(settled["indexes_dropped"]) == 2
+                assert [e.id for e in await again.claim_events("w2", 10, 30, now)] == ["new:crm"]
+                # leased:crm stays the old process's until its lease ends
+                assert await again.claim_events("w2", 10, 30, now + 20) == []
+                assert [e.id for e in await again.claim_events("w2", 10, 30, now + 301)] == ["new:crm", "leased:crm"]
+            finally:
+                await again.close()
+        finally:
+            client.close()
+            await storage.close()
 
-    run_with_attacker(mongo_uri, body)
+    asyncio.run(main())

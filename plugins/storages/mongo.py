@@ -60,7 +60,7 @@ from gateway.storage import (
     UserRecord,
 )
 from wxgate_plugins.storages.embedded_mongo import EmbeddedMongo, private_dir, running_embedded_uri
-from wxgate_plugins.storages.mongo_schema import migrate, phone_slot
+from wxgate_plugins.storages.mongo_schema import migrate, phone_slot, settle_layout_3
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -219,6 +219,9 @@ class MongoStorage(Storage):
         self.db = self.client[self.opts.database]
         try:
             await migrate(self)
+            dropped, waiting = await settle_layout_3(self)
+            if dropped or waiting:  # the migration did this: a wxgate of layout 2 wrote since
+                log.warning("storage_layout_3_settled", indexes_dropped=dropped, waiting_events=waiting)
             await self._create_indexes()
         except PyMongoError as exc:
             raise StorageUnavailable(log_detail=f"mongo start: {type(exc).__name__}: {exc}") from None
@@ -485,7 +488,7 @@ class MongoStorage(Storage):
                 "$set": {
                     **record,
                     "mac": self._mac("sessions", session.token_hash, _mac_fields(record, _SESSION_FIELDS)),
-                    # the TTL index removes the document about this time
+                    # the sweep removes the record once this time has passed (layout 3)
                     "expire_at": dt.datetime.fromtimestamp(session.expires_at, dt.UTC).replace(tzinfo=None),
                 }
             },
@@ -780,16 +783,22 @@ class MongoStorage(Storage):
             # claim slowed past the lease (a slow link) would be born expired, and another
             # process would deliver the event a second time
             until = now + waited() + lease_seconds
-            doc = await self.db.outbox.find_one_and_update(
+            lease = {"status": "delivering", "lease_owner": owner, "lease_until": until, "due_at": until}
+            before = await self.db.outbox.find_one_and_update(
                 due,
-                {"$set": {"status": "delivering", "lease_owner": owner, "lease_until": until, "due_at": until}},
-                # oldest scheduled first: an event whose delivery was cut off (its lease expired)
-                # takes its turn by when it was due, not behind everything queued since
-                sort=[("next_attempt_at", ASCENDING)],
-                return_document=ReturnDocument.AFTER,
+                {"$set": lease},
+                # by the index: a sort on another field would sort every due event on each claim
+                # (and on MongoDB fail past its in-memory sort limit after a long receiver outage).
+                # A delivery cut off takes its turn by its lease's end.
+                sort=[("due_at", ASCENDING)],
+                return_document=ReturnDocument.BEFORE,
             )
-            if doc is None:
+            if before is None:
                 break
+            if not _was_due(before, now):
+                await self._restore_due_at(before, owner)
+                continue
+            doc = {**before, **lease}
             reason = self._event_rejection(doc)
             event = _event(doc) if reason is None else None
             if event is not None:
@@ -811,6 +820,21 @@ class MongoStorage(Storage):
                 },
             )
         return claimed
+
+    async def _restore_due_at(self, before: dict[str, Any], owner: str) -> None:
+        """A record claimed by a stale ``due_at`` (written by a wxgate of layout 2, still
+        running during or after the migration: it sets status and times but not ``due_at``):
+        put back what the claim changed, with the ``due_at`` its state means, so that a
+        delivered or dead event is not sent again and one leased elsewhere is not sent twice."""
+        restored = {name: before.get(name) for name in ("status", "lease_owner", "lease_until")}
+        due = _due_at(before)
+        change: dict[str, Any] = {"$set": restored}
+        if due is None:
+            change["$unset"] = {"due_at": ""}
+        else:
+            restored["due_at"] = due
+        log.warning("outbox_due_at_restored", id=str(before["_id"])[:100], status=str(before.get("status")))
+        await self.db.outbox.update_one({"_id": before["_id"], "lease_owner": owner}, change)
 
     def _event_rejection(self, doc: dict[str, Any]) -> str | None:
         """Why the event's MAC fails, or None when it holds."""
@@ -1021,6 +1045,22 @@ def _event_doc(event: OutboxEvent) -> dict[str, Any]:
     doc = {name: getattr(event, name) for name in _EVENT_FIELDS}
     doc["_id"] = event.id
     return doc
+
+
+def _due_at(doc: dict[str, Any]) -> float | None:
+    """When an outbox record may be claimed, by its state: a pending event's next attempt, a
+    delivering one's lease end; None once delivered or dead (or when it says nothing sane)."""
+    field = {"pending": "next_attempt_at", "delivering": "lease_until"}.get(str(doc.get("status")))
+    value = doc.get(field) if field is not None else None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value)
+
+
+def _was_due(before: dict[str, Any], now: float) -> bool:
+    # a hundredth of a second of slack: the test server keeps about five decimals of a float
+    due = _due_at(before)
+    return due is not None and due <= now + 0.01
 
 
 def _event_mac_fields(doc: dict[str, Any]) -> dict[str, Any]:

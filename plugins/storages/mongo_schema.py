@@ -35,6 +35,8 @@ import time
 import uuid
 from typing import TYPE_CHECKING, Any
 
+from pymongo.errors import OperationFailure
+
 from gateway.errors import ConfigError, StorageUnavailable
 from gateway.logs import get_logger
 from gateway.sealing import SealError
@@ -45,6 +47,7 @@ if TYPE_CHECKING:
 SCHEMA_VERSION = 3
 LEASE = "wxgate.schema-migration"
 LEASE_SECONDS = 60.0
+INDEX_NOT_FOUND = 27  # MongoDB's code for dropping an index that is not there
 # How long a process waits for another one's migration before it gives up (503 at start).
 WAIT_SECONDS = 300.0
 # Fields of a layout-1 session_keys record under its MAC (besides its id).
@@ -88,7 +91,7 @@ async def migrate(storage: MongoStorage, wait: float = WAIT_SECONDS) -> None:
                 if version < SCHEMA_VERSION:
                     if version < 2:
                         await _layout_1_to_2(storage, owner)
-                    await _layout_2_to_3(storage)
+                    await _layout_2_to_3(storage, owner)
                     await db.meta.update_one(
                         {"_id": "schema"},
                         {"$set": {"version": SCHEMA_VERSION, "migrated_at": time.time()}},
@@ -157,29 +160,50 @@ async def _layout_1_to_2(storage: MongoStorage, owner: str) -> None:
     log.info("storage_layout_2", session_keys_moved=moved, users_with_phones=len(latest))
 
 
-async def _layout_2_to_3(storage: MongoStorage) -> None:
-    """Drop the TTL index of ``sessions`` and the outbox's claim index on status and time (by
-    the names the server reports: servers name indexes differently; the plain indexes that
-    replace them are made at start); give waiting events their ``due_at``. Idempotent."""
+async def _layout_2_to_3(storage: MongoStorage, owner: str) -> None:
+    dropped, waiting = await settle_layout_3(storage, owner)
+    log.info("storage_layout_3", indexes_dropped=dropped, waiting_events=waiting)
+
+
+async def settle_layout_3(storage: MongoStorage, owner: str | None = None) -> tuple[list[str], int]:
+    """What layout 3 needs of a database, made so (idempotent): no TTL index on ``sessions``
+    and no claim index on the outbox's status and time (dropped by the names the server
+    reports: servers name indexes differently; the plain indexes replacing them are made at
+    start), and a ``due_at`` on every pending or delivering event. The migration runs it once;
+    every start runs it again, because a wxgate of layout 2 still running (or started) while
+    the database was migrated recreates those indexes (a TTL index on ``sessions`` would then
+    stop the plain one from being made) and enqueues events without ``due_at``. With ``owner``,
+    the migration lease is renewed as it goes. Returns the indexes dropped and the events given
+    a ``due_at``."""
     db = storage.db
     dropped = []
-    async for index in await _listed(db.sessions.list_indexes()):
-        if "expireAfterSeconds" in index:
-            await db.sessions.drop_index(index["name"])
-            dropped.append(f"sessions.{index['name']}")
-    async for index in await _listed(db.outbox.list_indexes()):
-        if list(dict(index["key"])) == ["status", "next_attempt_at"]:
-            await db.outbox.drop_index(index["name"])
-            dropped.append(f"outbox.{index['name']}")
+    for collection in (db.sessions, db.outbox):
+        async for index in await _listed(collection.list_indexes()):
+            if _stale_index(collection.name, index):
+                try:
+                    await collection.drop_index(index["name"])
+                except OperationFailure as exc:
+                    if exc.code != INDEX_NOT_FOUND:
+                        raise
+                    continue  # another process dropped it meanwhile
+                dropped.append(f"{collection.name}.{index['name']}")
     waiting = 0
     # one by one: the test server does not run update pipelines ($set from another field)
     for status, field in (("pending", "next_attempt_at"), ("delivering", "lease_until")):
-        async for doc in db.outbox.find({"status": status}, {field: 1}):
+        async for doc in db.outbox.find({"status": status, "due_at": {"$exists": False}}, {field: 1}):
             due = doc.get(field)
             if isinstance(due, int | float) and not isinstance(due, bool):
                 await db.outbox.update_one({"_id": doc["_id"], "status": status}, {"$set": {"due_at": due}})
                 waiting += 1
-    log.info("storage_layout_3", indexes_dropped=dropped, waiting_events=waiting)
+                if owner is not None and waiting % 500 == 0:
+                    await storage.acquire_lease(LEASE, owner, LEASE_SECONDS)  # still migrating: keep the lease
+    return dropped, waiting
+
+
+def _stale_index(collection: str, index: dict[str, Any]) -> bool:
+    if collection == "sessions":
+        return "expireAfterSeconds" in index
+    return list(dict(index["key"])) == ["status", "next_attempt_at"]
 
 
 async def _listed(cursor: Any) -> Any:
