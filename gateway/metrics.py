@@ -13,7 +13,6 @@ one background task per process, and a scrape shows the last values with their a
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import math
 import os
 import tempfile
@@ -21,6 +20,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
+from gateway.background import BackgroundLoop
 from gateway.errors import GatewayError
 from gateway.logs import get_logger
 from gateway.storage import EVENT_STATUSES
@@ -229,7 +229,7 @@ def _outbox_age(families: list[Metric], now: float) -> Metric:
     return GaugeMetricFamily(OUTBOX_AGE, "Seconds since the outbox gauges were read from the storage", value=age)
 
 
-class OutboxGaugeRefresher:
+class OutboxGaugeRefresher(BackgroundLoop):
     """Reads the outbox counts (one ``count_events()``) into the gauges, at most once per
     ``interval``, from start() to stop(): that is, while the process serves.
 
@@ -252,18 +252,6 @@ class OutboxGaugeRefresher:
         self.turn = turn
         if interval is not None:
             self.interval = interval
-        self._task: asyncio.Task[None] | None = None
-
-    def start(self) -> None:
-        if self._task is None or self._task.done():
-            self._task = asyncio.create_task(self._run())
-
-    async def stop(self) -> None:
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
 
     async def refresh(self) -> bool:
         """One read; True when the gauges were updated."""

@@ -8,11 +8,11 @@ delete on MongoDB, nothing for storages whose records expire by themselves).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import random
 import time
 from collections.abc import Awaitable, Callable
 
+from gateway.background import BackgroundLoop
 from gateway.errors import GatewayError
 from gateway.logs import get_logger
 from gateway.storage import Storage
@@ -22,7 +22,7 @@ log = get_logger("wxgate.storage")
 SESSION_SWEEP_SECONDS = 600.0
 
 
-class SessionSweeper:
+class SessionSweeper(BackgroundLoop):
     """Calls ``storage.sweep_expired_sessions`` every ``interval`` from start() to stop(), the
     first time at a random point of the interval's second half (processes started together do
     not sweep together). ``turn`` (the webhook deliverer's ``idle_turn``) lets the sweep take
@@ -38,18 +38,6 @@ class SessionSweeper:
         self.storage = storage
         self.turn = turn
         self.interval = interval
-        self._task: asyncio.Task[None] | None = None
-
-    def start(self) -> None:
-        if self._task is None or self._task.done():
-            self._task = asyncio.create_task(self._run())
-
-    async def stop(self) -> None:
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
 
     async def sweep(self) -> int:
         """One sweep now; how many sessions went (0 when it failed)."""
