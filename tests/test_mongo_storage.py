@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pymongo import MongoClient, monitoring
+from pymongo import MongoClient
 from structlog.testing import capture_logs
 
 from gateway.config import parse_config
@@ -307,22 +307,9 @@ def test_keys_join_a_record_made_without_them(mongo_uri: str) -> None:
     run_with_attacker(mongo_uri, body)
 
 
-class UpdateFilters(monitoring.CommandListener):
-    """The filter of every update sent to one database's users."""
-
-    def __init__(self, database: str) -> None:
-        self.database = database
-        self.filters: list[dict[str, Any]] = []
-
-    def started(self, event: monitoring.CommandStartedEvent) -> None:
-        if (event.database_name, event.command_name, event.command.get("update")) == (self.database, "update", "users"):
-            self.filters.extend(dict(u["q"]) for u in event.command["updates"])
-
-    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
-        pass
-
-    def failed(self, event: monitoring.CommandFailedEvent) -> None:
-        pass
+def user_update_filters(counter: CommandCounter) -> list[dict[str, Any]]:
+    """The filter of every update of ``users`` the counter saw."""
+    return [dict(u["q"]) for c in counter.sent if c.get("update") == "users" for u in c["updates"]]
 
 
 def test_the_phone_is_written_by_the_record_id_the_process_last_saw(mongo_uri: str) -> None:
@@ -334,7 +321,7 @@ def test_the_phone_is_written_by_the_record_id_the_process_last_saw(mongo_uri: s
     phone = PhoneBinding("k1", "138****1111", "86", "13800001111")
 
     async def main() -> None:
-        seen = [UpdateFilters(database) for _ in range(2)]
+        seen = [CommandCounter(database) for _ in range(2)]
         first, second = (mongo(mongo_uri, database, key) for _ in range(2))
         for storage, listener in zip((first, second), seen, strict=True):
             storage.event_listeners.append(listener)
@@ -345,24 +332,24 @@ def test_the_phone_is_written_by_the_record_id_the_process_last_saw(mongo_uri: s
             await first.login_user("wxapp", "o1", None, KEY_A, time.time())
             record_id = users.find_one({"openid": "o1"})["_id"]
             await first.bind_phone("wxapp", "o1", phone, time.time())
-            assert seen[0].filters == [{"_id": record_id}]
+            assert user_update_filters(seen[0]) == [{"_id": record_id}]
             # another process that only read the session (the test server joins the id as text)
             now = time.time()
             await first.put_login_session(LoginSession("h1", "wxapp", "o1", None, now, now + 60))
             assert await second.get_login("h1") is not None
             await second.bind_phone("wxapp", "o1", phone, time.time())
-            assert seen[1].filters == [{"_id": record_id}]
+            assert user_update_filters(seen[1]) == [{"_id": record_id}]
             # the record deleted and made again: the remembered id matches nothing; the phone lands
             users.delete_one({"_id": record_id})
             await first.login_user("wxapp", "o1", None, KEY_B, time.time())
-            seen[1].filters.clear()
+            seen[1].sent.clear()
             await second.bind_phone("wxapp", "o1", phone, time.time())
-            assert seen[1].filters == [{"_id": record_id}, {"appid": "wxapp", "openid": "o1"}]
+            assert user_update_filters(seen[1]) == [{"_id": record_id}, {"appid": "wxapp", "openid": "o1"}]
             assert [p.key for p in await second.get_phones("wxapp", "o1")] == ["k1"]
             # an unknown user: by appid and openid from the start
-            seen[1].filters.clear()
+            seen[1].sent.clear()
             await second.bind_phone("wxapp", "o2", phone, time.time())
-            assert seen[1].filters == [{"appid": "wxapp", "openid": "o2"}]
+            assert user_update_filters(seen[1]) == [{"appid": "wxapp", "openid": "o2"}]
         finally:
             client.close()
             await first.close()
@@ -383,29 +370,12 @@ def test_the_sweep_removes_expired_sessions_only(mongo_uri: str) -> None:
     run_with_attacker(mongo_uri, body)
 
 
-class OutboxClaims(monitoring.CommandListener):
-    def __init__(self, database: str) -> None:
-        self.database = database
-        self.queries: list[dict[str, Any]] = []
-
-    def started(self, event: monitoring.CommandStartedEvent) -> None:
-        command = (event.database_name, event.command_name, event.command.get("findAndModify"))
-        if command == (self.database, "findAndModify", "outbox"):
-            self.queries.append(dict(event.command["query"]))
-
-    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
-        pass
-
-    def failed(self, event: monitoring.CommandFailedEvent) -> None:
-        pass
-
-
 def test_a_claim_selects_on_due_at_alone(mongo_uri: str) -> None:
     """Claims select on one indexed field that only waiting events have: delivered and dead
     events are not in that index, so a claim does not grow with the outbox (the embedded
     server reads the whole outbox for a query on status and time)."""
     database = "due" + uuid.uuid4().hex[:8]
-    listener = OutboxClaims(database)
+    listener = CommandCounter(database)
 
     async def main() -> None:
         storage = mongo(mongo_uri, database, new_key_text())
@@ -418,9 +388,10 @@ def test_a_claim_selects_on_due_at_alone(mongo_uri: str) -> None:
             for name in ("a:crm", "b:crm", "c:crm"):
                 event = OutboxEvent(name, "phone.bound", "wxapp", "crm", {"n": 1}, now, next_attempt_at=now)
                 await storage.enqueue_event(event)
-            listener.queries.clear()
+            listener.sent.clear()
             a, b, c = await storage.claim_events("w1", 3, 30, now + 1)
-            assert listener.queries == [{"due_at": {"$lte": now + 1}}] * 3
+            claims = [dict(c["query"]) for c in listener.sent if c.get("findAndModify") == "outbox"]
+            assert claims == [{"due_at": {"$lte": now + 1}}] * 3
             # delivering: due when the lease ends; delivered and dead: not due at all
             assert outbox.find_one({"_id": a.id})["due_at"] == pytest.approx(now + 31, abs=2)
             await storage.ack_event(a.id, "w1", now + 3600)

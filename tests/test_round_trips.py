@@ -38,16 +38,18 @@ CEILINGS = {"login": 3, "phone": 2, "phone_code": 2, "phone_oneshot": 3, "sessio
 
 
 class CommandCounter(monitoring.CommandListener):
-    """Every command sent to one database, as (command name, collection)."""
+    """Every command sent to one database, as (command name, collection), and as sent."""
 
     def __init__(self, database: str) -> None:
         self.database = database
         self.commands: list[tuple[str, str]] = []
+        self.sent: list[dict[str, Any]] = []
 
     def started(self, event: monitoring.CommandStartedEvent) -> None:
         if event.database_name == self.database:
             target = event.command.get(event.command_name)
             self.commands.append((event.command_name, target if isinstance(target, str) else ""))
+            self.sent.append(dict(event.command))
 
     def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
         pass
