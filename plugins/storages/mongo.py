@@ -60,7 +60,7 @@ from gateway.storage import (
     UserRecord,
 )
 from wxgate_plugins.storages.embedded_mongo import EmbeddedMongo, private_dir, running_embedded_uri
-from wxgate_plugins.storages.mongo_schema import migrate, phone_slot, settle_layout_3
+from wxgate_plugins.storages.mongo_schema import due_at_of, migrate, phone_slot, settle_layout_3
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -757,8 +757,9 @@ class MongoStorage(Storage):
     async def enqueue_event(self, event: OutboxEvent) -> bool:
         doc = _event_doc(event)
         doc["mac"] = self._mac("outbox", event.id, _event_mac_fields(doc))
-        if event.status in ("pending", "delivering"):
-            doc["due_at"] = event.next_attempt_at if event.status == "pending" else event.lease_until
+        due = due_at_of(doc)
+        if due is not None:
+            doc["due_at"] = due
         try:
             await self.db.outbox.insert_one(doc)
         except DuplicateKeyError:
@@ -827,7 +828,7 @@ class MongoStorage(Storage):
         put back what the claim changed, with the ``due_at`` its state means, so that a
         delivered or dead event is not sent again and one leased elsewhere is not sent twice."""
         restored = {name: before.get(name) for name in ("status", "lease_owner", "lease_until")}
-        due = _due_at(before)
+        due = due_at_of(before)
         change: dict[str, Any] = {"$set": restored}
         if due is None:
             change["$unset"] = {"due_at": ""}
@@ -1047,19 +1048,9 @@ def _event_doc(event: OutboxEvent) -> dict[str, Any]:
     return doc
 
 
-def _due_at(doc: dict[str, Any]) -> float | None:
-    """When an outbox record may be claimed, by its state: a pending event's next attempt, a
-    delivering one's lease end; None once delivered or dead (or when it says nothing sane)."""
-    field = {"pending": "next_attempt_at", "delivering": "lease_until"}.get(str(doc.get("status")))
-    value = doc.get(field) if field is not None else None
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    return float(value)
-
-
 def _was_due(before: dict[str, Any], now: float) -> bool:
     # a hundredth of a second of slack: the test server keeps about five decimals of a float
-    due = _due_at(before)
+    due = due_at_of(before)
     return due is not None and due <= now + 0.01
 
 

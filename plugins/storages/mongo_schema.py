@@ -189,15 +189,25 @@ async def settle_layout_3(storage: MongoStorage, owner: str | None = None) -> tu
                 dropped.append(f"{collection.name}.{index['name']}")
     waiting = 0
     # one by one: the test server does not run update pipelines ($set from another field)
-    for status, field in (("pending", "next_attempt_at"), ("delivering", "lease_until")):
-        async for doc in db.outbox.find({"status": status, "due_at": {"$exists": False}}, {field: 1}):
-            due = doc.get(field)
-            if isinstance(due, int | float) and not isinstance(due, bool):
-                await db.outbox.update_one({"_id": doc["_id"], "status": status}, {"$set": {"due_at": due}})
-                waiting += 1
-                if owner is not None and waiting % 500 == 0:
-                    await storage.acquire_lease(LEASE, owner, LEASE_SECONDS)  # still migrating: keep the lease
+    untimed = {"status": {"$in": ["pending", "delivering"]}, "due_at": {"$exists": False}}
+    async for doc in db.outbox.find(untimed, {"status": 1, "next_attempt_at": 1, "lease_until": 1}):
+        due = due_at_of(doc)
+        if due is not None:
+            await db.outbox.update_one({"_id": doc["_id"], "status": doc["status"]}, {"$set": {"due_at": due}})
+            waiting += 1
+            if owner is not None and waiting % 500 == 0:
+                await storage.acquire_lease(LEASE, owner, LEASE_SECONDS)  # still migrating: keep the lease
     return dropped, waiting
+
+
+def due_at_of(doc: dict[str, Any]) -> float | None:
+    """When an outbox record may be claimed, by its state: a pending event's next attempt, a
+    delivering one's lease end; None once delivered or dead (or when it says nothing sane)."""
+    field = {"pending": "next_attempt_at", "delivering": "lease_until"}.get(str(doc.get("status")))
+    value = doc.get(field) if field is not None else None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value)
 
 
 def _stale_index(collection: str, index: dict[str, Any]) -> bool:
