@@ -33,8 +33,7 @@ def main() -> int:
     parser.add_argument("--duration", type=float, default=6, help="seconds per run (default 6)")
     parser.add_argument("--connections", type=int, default=32, help="wrk connections (default 32)")
     args = parser.parse_args()
-    if shutil.which("wrk") is None:
-        print("bench: wrk is not installed (apt-get install wrk)", file=sys.stderr)
+    if not common.wrk_installed():
         return 2
     workdir = Path(tempfile.mkdtemp(prefix="wxgate-phone-vs-baseline-"))
     bench = common.Bench(argparse.Namespace(duration=args.duration, connections=args.connections), workdir)

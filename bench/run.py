@@ -504,6 +504,14 @@ def report(result: dict[str, Any]) -> None:
             print(f"{section}: {json.dumps(result[section])}")
 
 
+def wrk_installed() -> bool:
+    """True when the load tool is there; otherwise says how to get it."""
+    if shutil.which("wrk") is None:
+        print("bench: wrk is not installed (apt-get install wrk)", file=sys.stderr)
+        return False
+    return True
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--duration", type=float, default=10, help="seconds per load run (default 10)")
@@ -520,8 +528,7 @@ def main() -> int:
     )
     parser.add_argument("--out", default=str(ROOT / "bench" / "out" / "latest.json"))
     args = parser.parse_args()
-    if shutil.which("wrk") is None:
-        print("bench: wrk is not installed (apt-get install wrk)", file=sys.stderr)
+    if not wrk_installed():
         return 2
     workdir = Path(tempfile.mkdtemp(prefix="wxgate-bench-"))
     try:
