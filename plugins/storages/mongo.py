@@ -60,7 +60,7 @@ from gateway.storage import (
     UserRecord,
 )
 from wxgate_plugins.storages.embedded_mongo import EmbeddedMongo, private_dir, running_embedded_uri
-from wxgate_plugins.storages.mongo_schema import due_at_of, migrate, phone_slot, settle_layout_3
+from wxgate_plugins.storages.mongo_schema import command_cursor, due_at_of, migrate, phone_slot, settle_layout_3
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -451,9 +451,7 @@ class MongoStorage(Storage):
             {"$match": {"_id": token_hash}},
             {"$lookup": {"from": "users", "localField": "openid", "foreignField": "openid", "as": "users"}},
         ]
-        cursor = self.db.sessions.aggregate(pipeline)
-        if inspect.isawaitable(cursor):  # pymongo's async API returns the cursor from a coroutine, Motor at once
-            cursor = await cursor
+        cursor = await command_cursor(self.db.sessions.aggregate(pipeline))
         docs = await cursor.to_list(length=1)
         if not docs:
             return None
@@ -923,10 +921,7 @@ class MongoStorage(Storage):
         # one command for every status (the metrics refresher runs it within the idle budget)
         counts: dict[str, int] = dict.fromkeys(EVENT_STATUSES, 0)
         pipeline = [{"$group": {"_id": "$status", "n": {"$sum": 1}}}]
-        cursor = self.db.outbox.aggregate(pipeline)
-        if inspect.isawaitable(cursor):  # pymongo's async API returns the cursor from a coroutine, Motor at once
-            cursor = await cursor
-        async for row in cursor:
+        async for row in await command_cursor(self.db.outbox.aggregate(pipeline)):
             if row["_id"] in counts:
                 counts[row["_id"]] = int(row["n"])
         return counts

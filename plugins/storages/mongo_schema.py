@@ -14,8 +14,8 @@ without a MAC stay absent, as before the upgrade.
 
 Layout 2 to 3: ``sessions`` loses its TTL index (its ``expire_at`` index stays, plain), and
 expired sessions are removed by :meth:`MongoStorage.sweep_expired_sessions`, which each
-gateway process calls every ten minutes. A session past its ``expires_at`` was refused on read before and still
-is: only who deletes the record changes. Why: the MongoDB wire-protocol server the embedded
+gateway process calls every ten minutes. A session past its ``expires_at`` was refused on
+read before and still is: only who deletes the record changes. Why: the MongoDB wire-protocol server the embedded
 default runs (nx-27017) applies a collection's TTL on every read of it, two deletes per
 read, and the session read is on every authenticated request (measured: 0.5 ms of server
 CPU per read, as much as the read itself). And outbox events waiting to be claimed get
@@ -178,7 +178,7 @@ async def settle_layout_3(storage: MongoStorage, owner: str | None = None) -> tu
     db = storage.db
     dropped = []
     for collection in (db.sessions, db.outbox):
-        async for index in await _listed(collection.list_indexes()):
+        async for index in await command_cursor(collection.list_indexes()):
             if _stale_index(collection.name, index):
                 try:
                     await collection.drop_index(index["name"])
@@ -216,8 +216,9 @@ def _stale_index(collection: str, index: dict[str, Any]) -> bool:
     return list(dict(index["key"])) == ["status", "next_attempt_at"]
 
 
-async def _listed(cursor: Any) -> Any:
-    # pymongo's async API returns the cursor from a coroutine, Motor at once
+async def command_cursor(cursor: Any) -> Any:
+    """The cursor of an ``aggregate`` or ``list_indexes``: pymongo's async API returns it from
+    a coroutine, Motor at once."""
     return await cursor if inspect.isawaitable(cursor) else cursor
 
 
