@@ -60,7 +60,7 @@ from gateway.storage import (
     UserRecord,
 )
 from wxgate_plugins.storages.embedded_mongo import EmbeddedMongo, private_dir, running_embedded_uri
-from wxgate_plugins.storages.mongo_schema import command_cursor, due_at_of, migrate, phone_slot, settle_layout_3
+from wxgate_plugins.storages.mongo_schema import command_cursor, due_at_of, migrate, phone_slot
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -219,9 +219,6 @@ class MongoStorage(Storage):
         self.db = self.client[self.opts.database]
         try:
             await migrate(self)
-            dropped, waiting = await settle_layout_3(self)
-            if dropped or waiting:  # the migration did this: a wxgate of layout 2 wrote since
-                log.warning("storage_layout_3_settled", indexes_dropped=dropped, waiting_events=waiting)
             await self._create_indexes()
         except PyMongoError as exc:
             raise StorageUnavailable(log_detail=f"mongo start: {type(exc).__name__}: {exc}") from None

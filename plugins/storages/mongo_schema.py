@@ -75,12 +75,17 @@ def _refuse_newer(db: Any, version: int) -> None:
 
 
 async def migrate(storage: MongoStorage, wait: float = WAIT_SECONDS) -> None:
-    """Bring the database to :data:`SCHEMA_VERSION`, or wait for the process doing it."""
+    """Bring the database to :data:`SCHEMA_VERSION`, or wait for the process doing it. On a
+    database already at it (the usual start), settle what a wxgate of the layout before may
+    have written since its migration (:func:`settle_layout_3`)."""
     db = storage.db
     version = await schema_version(db)
     _refuse_newer(db, version)
     if version == SCHEMA_VERSION:
-        return  # one command at start, the usual case
+        dropped, waiting = await settle_layout_3(storage)
+        if dropped or waiting:  # the migration did this: a wxgate of layout 2 wrote since
+            log.warning("storage_layout_3_settled", indexes_dropped=dropped, waiting_events=waiting)
+        return
     owner = f"migrate-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     deadline = time.monotonic() + wait
     while True:
@@ -170,7 +175,7 @@ async def settle_layout_3(storage: MongoStorage, owner: str | None = None) -> tu
     and no claim index on the outbox's status and time (dropped by the names the server
     reports: servers name indexes differently; the plain indexes replacing them are made at
     start), and a ``due_at`` on every pending or delivering event. The migration runs it once;
-    every start runs it again, because a wxgate of layout 2 still running (or started) while
+    every later start runs it again, because a wxgate of layout 2 still running (or started) while
     the database was migrated recreates those indexes (a TTL index on ``sessions`` would then
     stop the plain one from being made) and enqueues events without ``due_at``. With ``owner``,
     the migration lease is renewed as it goes. Returns the indexes dropped and the events given
