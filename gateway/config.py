@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from gateway.errors import ConfigError
+from gateway.event_loop import EventLoopChoice, uvloop_installed
 from gateway.flow_names import DEFAULT_PIPELINES, FlowName, RawStep
 from gateway.pipeline_check import check_pipelines
 from gateway.registry import Registry
@@ -57,6 +58,9 @@ class ServerConfig(_Strict):
         description="Proxies (CIDRs) whose X-Forwarded-For / X-Real-Ip give the client address.",
     )
     admin: AdminConfig | None = Field(None, description="A second socket for /metrics, /readyz and /healthz.")
+    event_loop: EventLoopChoice = Field(
+        "auto", description="auto (uvloop when installed), uvloop or asyncio; read when a worker starts."
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -74,6 +78,13 @@ class ServerConfig(_Strict):
             )
             raise ValidationError.from_exception_data(cls.__name__, [error])
         return data
+
+    @field_validator("event_loop")
+    @classmethod
+    def _loop_installed(cls, value: EventLoopChoice) -> EventLoopChoice:
+        if value == "uvloop" and not uvloop_installed():
+            raise ValueError("uvloop is not installed: pip install uvloop, or set event_loop: auto (or asyncio)")
+        return value
 
     @field_validator("trusted_proxies")
     @classmethod

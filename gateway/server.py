@@ -17,6 +17,7 @@ import tornado.httpclient
 import tornado.netutil
 import tornado.web
 
+from gateway import event_loop
 from gateway.admin_listener import make_admin_app
 from gateway.app import make_app
 from gateway.config import Config, load_config
@@ -80,7 +81,9 @@ def serve(config: Config, host: str, port: int, processes: int = 1) -> int:
         structlog.contextvars.bind_contextvars(worker=worker_id, pid=os.getpid())
         sockets = Sockets(listeners.of(worker_id), admin_sockets)
         self_url = self_url_for(host, bound_port)
-        asyncio.run(_run_worker(running.config, storage, hooks, sockets, self_url, worker_id))
+        event_loop.run(
+            _run_worker(running.config, storage, hooks, sockets, self_url, worker_id), running.config.server.event_loop
+        )
 
     def prepare(worker_id: int) -> None:
         if running.config.server.watch_config:
@@ -223,7 +226,14 @@ async def _run_worker(
     if sockets.admin:
         servers.append(_http_server(make_admin_app(gateway), config, sockets.admin))
     log = get_logger()
-    log.info("gateway_started", url=self_url, config=config.path, digest=config.digest, apps=list(config.apps))
+    log.info(
+        "gateway_started",
+        url=self_url,
+        config=config.path,
+        digest=config.digest,
+        apps=list(config.apps),
+        event_loop=event_loop.running_loop_name(),
+    )
     if sockets.admin:
         host, port = sockets.admin[0].getsockname()[:2]
         url = f"http://{'[' + host + ']' if ':' in host else host}:{port}"

@@ -125,6 +125,8 @@ def test_run_py_serves_the_embedded_default_and_persists(tmp_path: Path) -> None
     names = [e["event"] for e in events]
     # start-up lines of the storage (a schema migration, say) may come before it
     assert names.index("gateway_started") < names.index("request")
+    # uvloop is a dependency: the default (auto) runs on it
+    assert next(e for e in events if e["event"] == "gateway_started")["event_loop"] == "uvloop"
     assert names[-1] == "gateway_stopped"
     assert sum(1 for e in events if e["event"] == "request" and e.get("flow") == "phone") == 1
     assert (tmp_path / "var" / "mongo" / "wxgate.db").is_file()

@@ -421,7 +421,8 @@ def test_unknown_server_key_lists_server_keys() -> None:
     )
     assert message.startswith(f"{FILE}:3: server.hots: unknown key 'hots'")
     assert (
-        "expected one of: admin, header_timeout, host, log_format, max_body_bytes, pid_file, port, request_timeout, "
+        "expected one of: admin, event_loop, header_timeout, host, log_format, max_body_bytes, pid_file, port, "
+        "request_timeout, "
         "trusted_proxies, watch_config" in message
     )
 
