@@ -51,6 +51,11 @@ def _mask(pure: str, country_code: str) -> tuple[str, str]:
     """(country code, masked national number)."""
     if "*" in pure and _WECHAT_MASKED.fullmatch(pure):
         return _NON_DIGITS.sub("", country_code), pure
+    if country_code == "86" and _MAINLAND_MOBILE.fullmatch(pure):
+        # WeChat's usual answer: libphonenumber would give these digits back as they are
+        # (tests/test_phone_masking.py checks it for every prefix); its parse costs about
+        # 25 µs, this 1 µs
+        return country_code, f"{pure[:3]}****{pure[-4:]}"
     country, national = _split(pure, country_code)
     if country == "86" and _MAINLAND_MOBILE.fullmatch(national):
         return country, f"{national[:3]}****{national[-4:]}"

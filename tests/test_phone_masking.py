@@ -148,6 +148,19 @@ def test_configured_logger_masks_foreign_numbers() -> None:
     assert (line["us"], line["hk"], line["uk"]) == ("+1 ******0123", "**** 4567", "+44 ******3456")
 
 
+@pytest.mark.parametrize("prefix", [f"1{d}{e}" for d in "3456789" for e in "0123456789"])
+def test_mainland_mobiles_mask_as_libphonenumber_reads_them(prefix: str) -> None:
+    """The shortcut for WeChat's usual answer (countryCode 86, an 11-digit mobile) gives what
+    libphonenumber's reading of the number gives, for every mobile prefix."""
+    for tail in ("00000000", "12345678", "99999999"):
+        pure = prefix + tail
+        number = phonenumbers.parse(f"+86{pure}", None)
+        national = phonenumbers.national_significant_number(number)
+        assert (number.country_code, national) == (86, pure)
+        assert masked_phone(pure, "86") == f"{national[:3]}****{national[-4:]}"
+        assert masked_national(pure, "86") == masked_phone(pure, "86")
+
+
 @pytest.mark.parametrize("e164", ["+12025550123", "+85251234567", "+447400123456", "+8613812345678"])
 def test_parse_e164_accepts_valid_numbers(e164: str) -> None:
     number = parse_e164(e164)
