@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import sys
 import time
 
 from gateway.cli.base import (
@@ -51,13 +52,12 @@ def _events(args: argparse.Namespace) -> int:
     older_than = time.time() - _age_seconds(args.older_than) if args.action == "purge" else 0.0
     storage = config.storage_cls(config.storage_options)
     try:
-        asyncio.run(_act(storage, args, older_than))
+        return asyncio.run(_act(storage, args, older_than))
     except GatewayError as exc:  # named here, so that "storage unreachable" says which command met it
         raise CLIError(describe(exc), RUNTIME_FAILURE) from exc
-    return 0
 
 
-async def _act(storage: Storage, args: argparse.Namespace, older_than: float) -> None:
+async def _act(storage: Storage, args: argparse.Namespace, older_than: float) -> int:
     await storage.start()
     try:
         if args.action == "list":
@@ -73,13 +73,25 @@ async def _act(storage: Storage, args: argparse.Namespace, older_than: float) ->
                 }
                 print(json.dumps(row) if args.json else "  ".join(_cell(v) for v in row.values()))
         elif args.action == "retry":
-            count = await storage.requeue_events(None if args.all else list(args.ids), time.time())
+            named = None if args.all else list(dict.fromkeys(args.ids))
+            count = await storage.requeue_events(named, time.time())
             print(f"{count} dead-lettered events queued again")
+            if named is not None and count < len(named):
+                # a script retrying an id must learn that nothing happened to it (a typo, or
+                # an event already queued again or delivered)
+                print(
+                    f"wxgate: {len(named) - count} of the {len(named)} named events are not dead letters "
+                    "(an unknown id, or an event pending, being delivered or delivered) and were left as they are; "
+                    "`wxgate events list` shows each event's status",
+                    file=sys.stderr,
+                )
+                return RUNTIME_FAILURE
         else:
             count = await storage.purge_events(args.status, older_than)
             print(f"{count} {args.status} events purged")
     finally:
         await storage.close()
+    return 0
 
 
 def _cell(value: object) -> str:
