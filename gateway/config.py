@@ -59,7 +59,7 @@ class ServerConfig(_Strict):
     )
     admin: AdminConfig | None = Field(None, description="A second socket for /metrics, /readyz and /healthz.")
     event_loop: EventLoopChoice = Field(
-        "auto", description="auto (uvloop when installed), uvloop or asyncio; read when a worker starts."
+        "auto", description="auto (uvloop when installed), uvloop or asyncio; read at start."
     )
 
     @model_validator(mode="before")

@@ -1,12 +1,13 @@
 """Which asyncio event loop a gateway worker runs on (``server.event_loop``).
 
-``auto``, the default, is uvloop when it is installed (it is a dependency on Linux and
-macOS) and the standard library's loop otherwise. A gateway spends much of each request
-in the event loop itself (socket reads and writes for the client and for MongoDB, timers,
-callbacks); uvloop does that work in C and served the ``/phone`` flow on the embedded
-storage with about a tenth less CPU per request in bench/phone_vs_baseline.py
-(bench/RESULTS.md). ``asyncio`` keeps the standard loop, e.g. to rule the loop out while
-chasing a problem. Tornado, PyMongo's async API and Motor run on either.
+``auto``, the default, is uvloop when it is installed (a dependency of wxgate on CPython
+outside Windows) and the standard library's loop otherwise. A gateway spends much of each
+request in the event loop itself (socket reads and writes for the client and for MongoDB,
+timers, callbacks); uvloop does that work in C. In bench/phone_vs_baseline.py the
+gateway's CPU per ``/phone`` request, as a multiple of the hand-written baseline's on the
+standard loop, went from 1.24-1.35 to 1.05-1.21 (bench/RESULTS.md). ``asyncio`` keeps the
+standard loop, e.g. to rule the loop out while chasing a problem. Tornado, PyMongo's async
+API and Motor run on either.
 """
 
 from __future__ import annotations
@@ -21,7 +22,15 @@ T = TypeVar("T")
 
 
 def uvloop_installed() -> bool:
-    return importlib.util.find_spec("uvloop") is not None
+    """uvloop can be imported here (present but broken counts as missing: ``auto`` then
+    falls back to the standard loop rather than failing every worker)."""
+    if importlib.util.find_spec("uvloop") is None:
+        return False
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def resolve(choice: EventLoopChoice) -> Literal["uvloop", "asyncio"]:

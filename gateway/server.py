@@ -76,14 +76,15 @@ def serve(config: Config, host: str, port: int, processes: int = 1) -> int:
     metrics_dir = enable_multiprocess() if processes > 1 else None  # before any worker creates its metrics
     pid_file = Path(config.server.pid_file) if config.server.pid_file else None
     running = RunningConfig(config)
+    # every worker on the loop the gateway started with, also one started after a reload
+    # changed the key (the reload logs restart_needed_for for it)
+    loop_choice = config.server.event_loop
 
     def work(worker_id: int) -> None:
         structlog.contextvars.bind_contextvars(worker=worker_id, pid=os.getpid())
         sockets = Sockets(listeners.of(worker_id), admin_sockets)
         self_url = self_url_for(host, bound_port)
-        event_loop.run(
-            _run_worker(running.config, storage, hooks, sockets, self_url, worker_id), running.config.server.event_loop
-        )
+        event_loop.run(_run_worker(running.config, storage, hooks, sockets, self_url, worker_id), loop_choice)
 
     def prepare(worker_id: int) -> None:
         if running.config.server.watch_config:
@@ -94,7 +95,7 @@ def serve(config: Config, host: str, port: int, processes: int = 1) -> int:
         if processes > 1:
             # one clear failure here rather than workers dying in a loop (the cause is the same for all)
             build_pipelines(config)  # a step that fails to start: a configuration error, exit 2
-            asyncio.run(_check_storage(config))
+            event_loop.run(_check_storage(config), loop_choice)  # on the workers' loop, as they will
         if pid_file is not None:
             pid_file.parent.mkdir(parents=True, exist_ok=True)
             # the config path too: `wxgate reload` checks it validates the file this gateway re-reads

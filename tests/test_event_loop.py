@@ -4,8 +4,10 @@ choice the machine cannot honour refused at load with the fix in the message."""
 from __future__ import annotations
 
 import json
+import platform
 import signal
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -25,20 +27,29 @@ APP = """apps:
 """
 
 
+DEPENDS_ON_UVLOOP = sys.platform != "win32" and platform.python_implementation() == "CPython"  # setup.cfg's marker
+needs_uvloop = pytest.mark.skipif(not event_loop.uvloop_installed(), reason="uvloop is not installed here")
+
+
 async def _name() -> str:
     return event_loop.running_loop_name()
 
 
+def test_uvloop_is_installed_where_wxgate_depends_on_it() -> None:
+    assert event_loop.uvloop_installed() == DEPENDS_ON_UVLOOP
+
+
+@needs_uvloop
 def test_auto_is_uvloop_where_installed_and_asyncio_elsewhere(monkeypatch: pytest.MonkeyPatch) -> None:
-    assert event_loop.uvloop_installed()  # a dependency of wxgate on Linux
     assert event_loop.resolve("auto") == "uvloop"
     assert event_loop.run(_name(), "auto") == "uvloop"
-    monkeypatch.setattr(event_loop, "uvloop_installed", lambda: False)
+    monkeypatch.setitem(sys.modules, "uvloop", None)  # as where it cannot be imported
+    assert not event_loop.uvloop_installed()
     assert event_loop.resolve("auto") == "asyncio"
     assert event_loop.run(_name(), "auto") == "asyncio"
 
 
-@pytest.mark.parametrize("choice", ["uvloop", "asyncio"])
+@pytest.mark.parametrize("choice", [pytest.param("uvloop", marks=needs_uvloop), "asyncio"])
 def test_run_uses_the_chosen_loop(choice: event_loop.EventLoopChoice) -> None:
     assert event_loop.run(_name(), choice) == choice
 
