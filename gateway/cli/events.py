@@ -80,9 +80,9 @@ async def _act(storage: Storage, args: argparse.Namespace, older_than: float) ->
                 # a script retrying an id must learn that nothing happened to it (a typo, or
                 # an event already queued again or delivered)
                 print(
-                    f"wxgate: {len(named) - count} of the {len(named)} named events are not dead letters "
-                    "(an unknown id, or an event pending, being delivered or delivered) and were left as they are; "
-                    "`wxgate events list` shows each event's status",
+                    f"{args.prog}: {len(named) - count} of the {len(named)} named events were not queued again "
+                    "(an unknown id, or an event that is not a dead letter); `wxgate events list` shows each "
+                    "event's status",
                     file=sys.stderr,
                 )
                 return RUNTIME_FAILURE
